@@ -1,0 +1,79 @@
+"""Atomic file output: write under a temporary name in the same folder, then rename.
+
+A reader (a clinician's viewer, a resumed run) therefore sees either the old complete file or the new
+complete file, never a half-written one, even if the process is killed mid-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "compound_suffix"]
+
+# Suffixes that span two dots; the writer libraries pick the format from the full suffix.
+_DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
+
+
+def compound_suffix(path: Path) -> str:
+    """Return the file's format suffix, lower-cased, keeping ``.nii.gz`` whole.
+
+    >>> compound_suffix(Path("a/case_001.nii.gz"))
+    '.nii.gz'
+    """
+    name = path.name.lower()
+    for suffix in _DOUBLE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` with the same suffix; rename it to ``path`` on success.
+
+    On any exception the temporary file (or folder) is removed and ``path`` is left untouched.
+
+    Example:
+        >>> with atomic_path(out / "mask.nii.gz") as tmp:   # doctest: +SKIP
+        ...     sitk.WriteImage(img, str(tmp))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = compound_suffix(path)
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    tmp = path.with_name(f".{stem}.tmp-{secrets.token_hex(4)}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        for child in path.iterdir():
+            child.unlink(missing_ok=True)
+        path.rmdir()
+    else:
+        path.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8), flushing to disk before the rename."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
