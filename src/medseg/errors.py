@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DataError", "MedsegError", "ConfigError"]
+__all__ = ["ConfigError", "DataError", "MedsegError"]
 
 
 class MedsegError(Exception):

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,9 @@ def compound_suffix(path: Path) -> str:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` with the same suffix; rename it to ``path`` on success.
 
-    On any exception the temporary file (or folder) is removed and ``path`` is left untouched.
+    On any exception the temporary file (or folder) is removed and ``path`` is left untouched. The yielded
+    path may also be used as a folder (a DICOM series, a whole converted dataset); an existing folder at
+    ``path`` is then replaced only if it is empty.
 
     Example:
         >>> with atomic_path(out / "mask.nii.gz") as tmp:   # doctest: +SKIP
@@ -58,20 +61,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def _remove(path: Path) -> None:
     if path.is_dir():
-        for child in path.iterdir():
-            child.unlink(missing_ok=True)
-        path.rmdir()
+        shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8), flushing to disk before the rename."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:

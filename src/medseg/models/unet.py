@@ -1,0 +1,120 @@
+"""The U-Net, in 2D and 3D from the same code: encoder -> decoder -> head.
+
+The topology (depth, widths, per-axis kernels and strides, norm, activation, down/up-sampling) comes from a
+:class:`~medseg.models.config.UNetConfig`; see :func:`~medseg.models.config.classic_config` for the original
+U-Net and :func:`~medseg.models.config.nnunet_config` for nnU-Net's self-configured one.
+
+Example:
+    >>> import torch
+    >>> config = UNetConfig(2, 1, 3, features=(4, 8, 16), kernel_sizes=((3, 3),) * 3,
+    ...                     strides=((1, 1), (2, 2), (2, 2)))
+    >>> net = UNet(config).eval()
+    >>> net(torch.zeros(1, 1, 37, 45)).shape
+    torch.Size([1, 3, 37, 45])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from medseg.models.blocks import (
+    DecoderStage,
+    conv_class,
+    crop_spatial,
+    downsample_level,
+    init_weights,
+    negative_slope,
+    pad_to_multiple,
+)
+from medseg.models.config import UNetConfig
+
+__all__ = ["Decoder", "Encoder", "UNet"]
+
+
+class Encoder(nn.Module):
+    """``(B, in_channels, *spatial)`` -> per level ``l``: ``(B, features[l], *spatial / scale[l])``."""
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList(downsample_level(config, level) for level in range(len(config.features)))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        features: list[Tensor] = []
+        for level in self.levels:
+            x = level(x)
+            features.append(x)
+        return features
+
+
+class Decoder(nn.Module):
+    """Encoder features (full resolution first, bottleneck last) -> decoder outputs, full resolution first.
+
+    Returns one map per level except the bottleneck: ``(B, features[l], *spatial / scale[l])``, l = 0 .. L-2.
+    """
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        deepest_first = range(len(config.features) - 2, -1, -1)
+        self.stages = nn.ModuleList(DecoderStage(config, level) for level in deepest_first)
+
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        x = features[-1]
+        outputs: list[Tensor] = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x, features[-2 - i])
+            outputs.insert(0, x)
+        return outputs
+
+
+class UNet(nn.Module):
+    """U-Net for ``(B, in_channels, *spatial)`` images, 2D or 3D, any spatial size.
+
+    Eval mode (or ``deep_supervision=False``) returns ``(B, out_channels, *spatial)`` logits. Training mode
+    with deep supervision returns a list ``[full-res, 1/2, 1/4, ...]`` of logits at the decoder levels
+    except the lowest one (nnU-Net gives that output weight 0), i.e. ``max(1, L - 2)`` maps for ``L``
+    levels; map ``l`` has spatial size ``ceil(spatial / scale[l])``, ``scale[l]`` = product of
+    ``strides[: l + 1]``. Inputs whose size is not a multiple of ``config.divisor`` are zero-padded at the
+    end of each axis and the outputs cropped back. Weights: He normal (nnU-Net's init), reproducible
+    through ``generator``.
+
+    Example:
+        >>> kernels = ((1, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3))
+        >>> strides = ((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2))
+        >>> config = UNetConfig(3, 1, 2, features=(4, 8, 16, 32), kernel_sizes=kernels, strides=strides)
+        >>> outputs = UNet(config).train()(torch.zeros(2, 1, 8, 16, 16))
+        >>> [tuple(o.shape) for o in outputs]
+        [(2, 2, 8, 16, 16), (2, 2, 8, 8, 8)]
+    """
+
+    def __init__(self, config: UNetConfig, *, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.config = config
+        levels = len(config.features)
+        n_heads = max(1, levels - 2) if config.deep_supervision else 1
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.heads = nn.ModuleList(
+            conv_class(config.ndim)(config.features[level], config.out_channels, 1) for level in range(n_heads)
+        )
+        self.deep_supervision = config.deep_supervision
+        self.divisor = list(config.divisor)  # inputs are padded to a multiple of this per axis
+        self.scales = [  # per head: its downsampling factor per axis
+            [math.prod(row[axis] for row in config.strides[: level + 1]) for axis in range(config.ndim)]
+            for level in range(n_heads)
+        ]
+        init_weights(self, negative_slope(config.activation), generator)
+
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        spatial = list(x.shape[2:])
+        decoded = self.decoder(self.encoder(pad_to_multiple(x, self.divisor)))
+        if not (self.training and self.deep_supervision):
+            return crop_spatial(self.heads[0](decoded[0]), spatial)
+        outputs: list[Tensor] = []
+        for level, head in enumerate(self.heads):
+            scale = self.scales[level]
+            size = [-(-spatial[axis] // scale[axis]) for axis in range(len(scale))]
+            outputs.append(crop_spatial(head(decoded[level]), size))
+        return outputs

@@ -1,0 +1,415 @@
+"""One self-contained ``report.html`` for a training run or an evaluation folder.
+
+Every plot is an inline base64 PNG and the style sheet is inline, so the file can be mailed or archived
+alone. Figures are drawn with :class:`matplotlib.figure.Figure` on a private Agg canvas: no pyplot and
+no global backend switch. Every string that comes from data (case ids, class names, configuration) is
+HTML-escaped.
+
+Example:
+    >>> picks = pick_overlay_cases({"a": 0.9, "b": 0.5, "c": 0.7})
+    >>> picks
+    [('best', 'a'), ('median', 'c'), ('worst', 'b')]
+    >>> write_report(run / "report.html", title="Lung", metrics=metrics)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TABLEAU_COLORS, to_rgb
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from scipy import ndimage
+
+from medseg.errors import DataError
+from medseg.fileutil import atomic_write_text
+
+__all__ = ["CLASS_COLOURS", "OverlayCase", "pick_overlay_cases", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+# (key in the metrics JSON, column header, is a distance in spacing units)
+_METRICS = (
+    ("dice", "Dice", False),
+    ("iou", "IoU", False),
+    ("hd95", "HD95", True),
+    ("assd", "ASSD", True),
+    ("nsd", "NSD", False),
+    ("sensitivity", "Sensitivity", False),
+    ("specificity", "Specificity", False),
+    ("precision", "Precision", False),
+)
+# Fixed class colours (matplotlib's tab10): the i-th class in label order always gets CLASS_COLOURS[i].
+CLASS_COLOURS: tuple[tuple[float, float, float], ...] = tuple(to_rgb(c) for c in TABLEAU_COLORS.values())
+_DPI = 80
+_FILL_ALPHA = 0.4
+_DASH = "–"
+_PNG_PREFIX = "data:image/png;base64,"
+_CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f0f0f0}
+td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;padding:1em;overflow:auto}
+.note{color:#666}img{max-width:100%}"""
+
+
+@dataclass(frozen=True)
+class OverlayCase:
+    """One case to show as image | reference | prediction.
+
+    ``image`` is ``(*spatial)`` or ``(C, *spatial)`` (channel 0 is shown); ``reference`` and
+    ``prediction`` are ``(*spatial)`` integer label maps (label ``k`` is class key ``"k"``) or
+    ``(K, *spatial)`` binary masks (channel ``i`` is the ``i``-th class in label order) for overlapping
+    structures; ``spatial`` is 2D or 3D (3D shows the axis-0 slice with most reference foreground).
+    ``multilabel=None`` infers the layout from the dimensions; a 3-dimensional ``reference`` beside a
+    3-dimensional ``image`` is ambiguous and read as masks only when its dtype is ``bool``.
+
+    Example:
+        >>> OverlayCase("case_000", img, ref, pred, score=0.91)   # doctest: +SKIP
+    """
+
+    case_id: str
+    image: np.ndarray
+    reference: np.ndarray
+    prediction: np.ndarray
+    score: float
+    multilabel: bool | None = None
+
+
+def pick_overlay_cases(case_scores: dict[str, float]) -> list[tuple[str, str]]:
+    """Return ``[("best", id), ("median", id), ("worst", id)]`` by score, without repeating a case.
+
+    Cases with a non-finite score are ignored; ties are broken by case id. With an even number of
+    cases the median is the better of the two middle cases.
+
+    >>> pick_overlay_cases({"a": 0.2, "b": 0.8})
+    [('best', 'b'), ('worst', 'a')]
+    """
+    ranked = sorted(
+        ((case, float(score)) for case, score in case_scores.items() if _finite(score)),
+        key=lambda item: (-item[1], item[0]),
+    )
+    if not ranked:
+        return []
+    picks = [("best", ranked[0][0]), ("median", ranked[(len(ranked) - 1) // 2][0]), ("worst", ranked[-1][0])]
+    seen: set[str] = set()
+    result = []
+    for role, case in picks:
+        if case not in seen:
+            seen.add(case)
+            result.append((role, case))
+    return result
+
+
+def write_report(
+    path: Path,
+    *,
+    title: str,
+    metrics: dict,
+    log_records: Sequence[dict] = (),
+    overlays: Sequence[OverlayCase] = (),
+    config: dict | None = None,
+) -> Path:
+    """Write the HTML report atomically to ``path`` and return ``path``.
+
+    ``metrics`` is the evaluation JSON (``classes``, ``cases``, ``summary``, ``spacing_unit``);
+    NaN or null values show as "–" and are left out of plots. ``log_records`` are the training log
+    lines (``epoch``, ``train_loss``, optional ``val_loss`` / ``val_dice``); without them the
+    training-curve section is omitted.
+    """
+    path = Path(path)
+    classes = _classes(metrics)
+    cases = metrics.get("cases") or []
+    unit = str(metrics.get("spacing_unit", ""))
+    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    parts = [
+        f"<h1>{_esc(title)}</h1>",
+        f'<p class="note">Generated {_esc(generated)}; distances in {_esc(unit or "voxels")}; '
+        f"empty-structure policy: {_esc(metrics.get('empty_policy', _DASH))}.</p>",
+        "<h2>Summary per class</h2>",
+        _summary_table(classes, metrics.get("summary") or {}, unit),
+        "<h2>Dice per case</h2>",
+        _img(_dice_boxplot(classes, cases)),
+    ]
+    if log_records:
+        parts += ["<h2>Training curves</h2>", _img(_training_curves(log_records))]
+    if overlays:
+        parts.append("<h2>Examples</h2>")
+        for case in overlays:
+            caption = f"{case.case_id} — mean Dice {_fmt(case.score, 3)}"
+            parts += [f"<h3>{_esc(caption)}</h3>", _img(_overlay_figure(case, classes))]
+    parts += ["<h2>Cases</h2>", _case_table(classes, cases)]
+    if config is not None:
+        pretty = json.dumps(config, indent=2, default=str)
+        parts += ["<h2>Run configuration</h2>", f"<pre>{_esc(pretty)}</pre>"]
+    body = "\n".join(parts)
+    document = (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
+        f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+    atomic_write_text(path, document)
+    logger.info("wrote report %s (%d bytes)", path, len(document))
+    return path
+
+
+# ----------------------------------------------------------------------------------------- tables
+def _classes(metrics: dict) -> list[tuple[str, str]]:
+    """``[(key, name), ...]`` sorted by integer label."""
+    classes = metrics.get("classes")
+    if not isinstance(classes, dict) or not classes:
+        raise DataError(
+            "metrics", "has no 'classes' mapping", "pass the evaluation JSON written by medseg evaluate"
+        )
+    try:
+        return sorted(((str(k), str(v)) for k, v in classes.items()), key=lambda kv: int(kv[0]))
+    except ValueError as error:
+        raise DataError(
+            "metrics", f"class keys must be integer labels: {error}", "use keys like '1'"
+        ) from None
+
+
+def _summary_table(classes: list[tuple[str, str]], summary: dict, unit: str) -> str:
+    suffix = f" ({unit})" if unit else ""
+    head = "".join(f"<th>{_esc(label + (suffix if dist else ''))}</th>" for _, label, dist in _METRICS)
+    rows = []
+    for key, name in classes:
+        stats = summary.get(key) or {}
+        n = (stats.get("dice") or {}).get("n")
+        label = f"{name} (n={n})" if n is not None else name
+        cells = "".join(
+            f"<td>{_esc(_stat_cell(stats.get(metric) or {}, 2 if dist else 3))}</td>"
+            for metric, _, dist in _METRICS
+        )
+        rows.append(f"<tr><td>{_esc(label)}</td>{cells}</tr>")
+    note = '<p class="note">mean ± std (median)</p>'
+    return f"{note}<table><tr><th>Class</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _stat_cell(stat: dict, digits: int) -> str:
+    mean, std, median = (_num(stat.get(k)) for k in ("mean", "std", "median"))
+    if not math.isfinite(mean):
+        return _DASH
+    text = _fmt(mean, digits) + (f" ± {_fmt(std, digits)}" if math.isfinite(std) else "")
+    return text + f" ({_fmt(median, digits)})"
+
+
+def _case_table(classes: list[tuple[str, str]], cases: list[dict]) -> str:
+    head = "".join(f"<th>{_esc(name)}</th>" for _, name in classes)
+    rows = []
+    for case in cases:
+        dice = _case_dice(case, classes)
+        cells = "".join(f"<td>{_fmt(value, 3)}</td>" for value in dice)
+        mean = _fmt(_nanmean(dice), 3)
+        rows.append(f"<tr><td>{_esc(case.get('case', ''))}</td><td>{mean}</td>{cells}</tr>")
+    return f"<table><tr><th>Case</th><th>Mean Dice</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _case_dice(case: dict, classes: list[tuple[str, str]]) -> list[float]:
+    per_class = case.get("metrics") or {}
+    return [_num((per_class.get(key) or {}).get("dice")) for key, _ in classes]
+
+
+# ------------------------------------------------------------------------------------------ plots
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _img(figure: Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="{_PNG_PREFIX}{encoded}" alt="plot">'
+
+
+def _dice_boxplot(classes: list[tuple[str, str]], cases: list[dict]) -> Figure:
+    """Box plot of per-case Dice per class with deterministic jittered points (NaN left out)."""
+    figure = _new_figure(max(4.0, 1.2 * len(classes) + 2.0), 3.5)
+    axes = figure.add_subplot()
+    columns = np.array([_case_dice(case, classes) for case in cases], dtype=float).reshape(-1, len(classes))
+    for index in range(len(classes)):
+        values = columns[:, index][np.isfinite(columns[:, index])]
+        if values.size == 0:
+            continue
+        colour = CLASS_COLOURS[index % len(CLASS_COLOURS)]
+        axes.boxplot(values, positions=[index], widths=0.5, showfliers=False, manage_ticks=False)
+        # Golden-ratio offsets spread the points reproducibly without a random generator.
+        jitter = ((np.arange(values.size) * 0.6180339887) % 1.0 - 0.5) * 0.3
+        axes.scatter(index + jitter, values, s=12, color=colour, alpha=0.8, zorder=3)
+    axes.set_xticks(range(len(classes)), [_mpl_text(name) for _, name in classes])
+    axes.set_xlim(-0.6, len(classes) - 0.4)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_ylabel("Dice")
+    return figure
+
+
+def _series(records: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs and values of ``key`` where it is present and finite."""
+    points = [
+        (_num(record.get("epoch", index)), _num(record.get(key)))
+        for index, record in enumerate(records)
+        if _finite(record.get(key))
+    ]
+    array = np.array(points, dtype=float).reshape(-1, 2)
+    return array[:, 0], array[:, 1]
+
+
+def _training_curves(records: Sequence[dict]) -> Figure:
+    figure = _new_figure(9.0, 3.2)
+    loss_axes, dice_axes = figure.subplots(1, 2)
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        epochs, values = _series(records, key)
+        if values.size:
+            loss_axes.plot(epochs, values, marker=".", label=label)
+    loss_axes.set_xlabel("epoch")
+    loss_axes.set_ylabel("loss")
+    if loss_axes.lines:
+        loss_axes.legend()
+    epochs, values = _series(records, "val_dice")
+    if values.size:
+        dice_axes.plot(epochs, values, marker=".", color=CLASS_COLOURS[2])
+    else:
+        dice_axes.text(
+            0.5, 0.5, "no validation Dice", ha="center", va="center", transform=dice_axes.transAxes
+        )
+    dice_axes.set_xlabel("epoch")
+    dice_axes.set_ylabel("validation Dice (mean over classes)")
+    return figure
+
+
+def _overlay_figure(case: OverlayCase, classes: list[tuple[str, str]]) -> Figure:
+    gray, reference, prediction = _display_planes(case, classes)
+    figure = _new_figure(9.0, 3.4)
+    panels = (("image", gray, None), ("reference", gray, reference), ("prediction", gray, prediction))
+    for index, (label, plane, masks) in enumerate(panels):
+        axes = figure.add_subplot(1, 3, index + 1)
+        rgb = np.repeat(plane[..., None], 3, axis=-1) if masks is None else _blend(plane, masks)
+        axes.imshow(rgb, interpolation="nearest")
+        axes.set_title(label)
+        axes.set_axis_off()
+    handles = [
+        Patch(color=CLASS_COLOURS[i % len(CLASS_COLOURS)], label=_mpl_text(name))
+        for i, (_, name) in enumerate(classes)
+    ]
+    figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
+    return figure
+
+
+def _blend(gray: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Colour ``(K, H, W)`` masks over a ``(H, W)`` gray image in [0, 1]; returns ``(H, W, 3)``.
+
+    Inside a mask the colour is mixed in with weight 0.4; its boundary pixels take the pure colour.
+    """
+    rgb = np.repeat(gray[..., None].astype(float), 3, axis=-1)
+    for index, mask in enumerate(masks.astype(bool)):
+        colour = np.asarray(CLASS_COLOURS[index % len(CLASS_COLOURS)])
+        rgb[mask] = (1.0 - _FILL_ALPHA) * rgb[mask] + _FILL_ALPHA * colour
+        rgb[mask & ~ndimage.binary_erosion(mask, border_value=0)] = colour
+    return rgb
+
+
+def _display_planes(
+    case: OverlayCase, classes: list[tuple[str, str]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gray ``(H, W)`` in [0, 1] and reference / prediction masks ``(K, H, W)`` of the shown plane."""
+    multilabel = _is_multilabel(case)
+    reference = np.asarray(case.reference)
+    spatial = reference.shape[1:] if multilabel else reference.shape
+    image = np.asarray(case.image, dtype=float)
+    image = image[0] if image.ndim == len(spatial) + 1 else image
+    prediction = np.asarray(case.prediction)
+    channels_ok = not multilabel or reference.shape[0] == len(classes)
+    if len(spatial) not in (2, 3) or image.shape != spatial or prediction.shape != reference.shape:
+        channels_ok = False
+    if not channels_ok:
+        raise DataError(
+            case.case_id,
+            f"overlay shapes do not match: image {np.shape(case.image)}, reference {reference.shape}, "
+            f"prediction {prediction.shape}, {len(classes)} classes",
+            "pass a (*spatial) or (C, *spatial) image and equally shaped 2D/3D reference and prediction, "
+            "label maps or one binary mask per class",
+        )
+    ref_masks, pred_masks = (_as_masks(a, multilabel, classes) for a in (reference, prediction))
+    if len(spatial) == 3:
+        index = _foreground_slice(np.asarray(ref_masks.any(axis=0)))
+        image, ref_masks, pred_masks = image[index], ref_masks[:, index], pred_masks[:, index]
+    return _normalise(image), ref_masks, pred_masks
+
+
+def _is_multilabel(case: OverlayCase) -> bool:
+    if case.multilabel is not None:
+        return case.multilabel
+    ref_ndim, image_ndim = np.ndim(case.reference), np.ndim(case.image)
+    if ref_ndim != 3:
+        return ref_ndim == 4
+    if image_ndim != 3:  # (H, W) image -> (K, H, W) masks; (C, D, H, W) image -> (D, H, W) labels
+        return image_ndim == 2
+    return np.asarray(case.reference).dtype == bool
+
+
+def _as_masks(array: np.ndarray, multilabel: bool, classes: list[tuple[str, str]]) -> np.ndarray:
+    """``(K, *spatial)`` boolean masks, one per class in label order."""
+    if multilabel:
+        return array.astype(bool)
+    return np.stack([array == int(key) for key, _ in classes])
+
+
+def _foreground_slice(foreground: np.ndarray) -> int:
+    """Axis-0 index of ``(D, H, W)`` foreground with most voxels; the middle slice when there is none."""
+    counts = foreground.reshape(foreground.shape[0], -1).sum(axis=1)
+    return int(np.argmax(counts)) if counts.max() > 0 else foreground.shape[0] // 2
+
+
+def _normalise(image: np.ndarray) -> np.ndarray:
+    """Clip to the 1st-99th percentile of finite values and scale to [0, 1]."""
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return np.zeros(image.shape)
+    low, high = np.percentile(finite, [1.0, 99.0])
+    if high <= low:
+        return np.zeros(image.shape)
+    scaled = (np.where(np.isfinite(image), image, low) - low) / (high - low)
+    return np.clip(scaled, 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _num(value: Any) -> float:
+    """``value`` as float; NaN for ``None`` or anything not numeric."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _finite(value: Any) -> bool:
+    return math.isfinite(_num(value))
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _fmt(value: Any, digits: int) -> str:
+    number = _num(value)
+    return f"{number:.{digits}f}" if math.isfinite(number) else _DASH
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _mpl_text(text: str) -> str:
+    """Escape ``$`` so matplotlib does not read a class name as mathtext."""
+    return text.replace("$", r"\$")
