@@ -104,7 +104,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     deterministic: Annotated[bool, typer.Option(help="Bit-identical results for the same seed (CPU).")] = False,
-    optimizer: Annotated[str, typer.Option(help="sgd (Nesterov) or adamw (default: as planned, sgd).")] = "",
+    optimizer: Annotated[str, typer.Option(help="sgd (Nesterov) or adamw (default: as planned: sgd on CUDA, adamw on CPU).")] = "",
     schedule: Annotated[str, typer.Option(help="poly or cosine (default: as planned, poly).")] = "",
     amp: Annotated[str, typer.Option(help="auto, off, bf16 or fp16 (auto: bf16/fp16 on CUDA, off on CPU).")] = "",
     val_every: Annotated[int, typer.Option(min=0, help="Validate every N epochs (0: as planned).")] = 0,
@@ -192,7 +192,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = Path(
         "medseg-demo"
     ),
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs (25 iterations each).")] = 12,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs (25 iterations each).")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Generate synthetic chest CT slices, train, predict held-out scans, evaluate and write the report."""

@@ -47,7 +47,7 @@ def check_command(root: Path, *, per_case: bool = True) -> int:
     if report.problems:
         console.print(f"[bold red]{len(report.problems)} problem(s) found:[/]")
         for problem in report.problems:
-            console.print(f"  {problem}", markup=False, highlight=False)
+            console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
         return 1
     console.print("[bold green]no problems found[/]")
     return 0

@@ -56,7 +56,7 @@ def run_demo(
     *,
     train_cases: int = 40,
     test_cases: int = 10,
-    epochs: int = 12,
+    epochs: int = 8,
     seed: int = 0,
     device: str = "auto",
     callbacks: Callbacks | None = None,

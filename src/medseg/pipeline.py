@@ -113,6 +113,8 @@ def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance
         }.items()
         if v
     }
+    if options.optimizer:
+        changes["learning_rate"] = {"sgd": 1e-2, "adamw": 3e-3}.get(options.optimizer, plans.train.learning_rate)
     train = replace(
         plans.train,
         seed=options.seed,

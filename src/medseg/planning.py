@@ -187,7 +187,7 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         base_features=net.features[0],
         max_features=max(net.features),
     )
-    batch = 2 if fp.ndim == 3 else int(np.clip((4 * voxel_budget) // np.prod(patch), 2, 32))
+    batch = 2 if fp.ndim == 3 else int(np.clip(((4 if gpu else 2) * voxel_budget) // np.prod(patch), 2, 32))
     anisotropic = max(spacing) > 3 * min(spacing)
     data = DataConfig(
         ndim=fp.ndim,
@@ -208,9 +208,16 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         batch_size=batch,
         epochs=budget.epochs or (1000 if gpu else 100),
         iterations_per_epoch=250 if gpu else 25,
+        # nnU-Net's SGD (lr 1e-2, momentum 0.99) is tuned for 250k iterations; a CPU budget allows a few
+        # thousand, where AdamW converges several times faster (synthetic demo: val Dice 0.96 after 100
+        # iterations against 0.62 with SGD)
+        optimizer="sgd" if gpu else "adamw",
+        learning_rate=1e-2 if gpu else 3e-3,
         augment=augment,
         time_budget_s=budget.time_budget_s,
-        num_workers=4 if gpu else 1,
+        # on CPU the network, not the data, is the bottleneck (augmenting a patch takes ~1-30 ms against
+        # ~0.5 s for a forward/backward pass), and a loader process would steal one of few cores
+        num_workers=4 if gpu else 0,
     )
     infer = InferConfig(
         patch_size=patch, overlap=0.5, batch_size=batch, mirror_axes=tuple(range(fp.ndim)) if gpu else ()

@@ -79,7 +79,7 @@ def test_missing_slice_is_refused(tmp_path: Path) -> None:
     pixels = _slices()
     _write_series(tmp_path / "gap", np.delete(pixels, 2, axis=0), [0, 1, 3, 4])
     for reader in (read_image, read_info, read_label):
-        with pytest.raises(DataError, match="inconsistent slice spacing.*missing") as caught:
+        with pytest.raises(DataError, match=r"inconsistent slice spacing.*missing") as caught:
             reader(tmp_path / "gap")
         assert "gap" in str(caught.value)
 
@@ -157,7 +157,7 @@ def test_write_series_replaces_its_own_output_but_not_other_folders(tmp_path: Pa
     assert image.shape == (1, 2, 5, 6) and image.min() == 1
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "thesis.docx").write_text("precious")
-    with pytest.raises(DataError, match="other things than .dcm"):
+    with pytest.raises(DataError, match=r"other things than \.dcm"):
         write_image(tmp_path / "notes", np.zeros((4, 5, 6), np.uint8), GEOMETRY)
     assert (tmp_path / "notes" / "thesis.docx").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "out"]

@@ -114,10 +114,11 @@ def test_supported_suffixes_all_have_a_format() -> None:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["scan.xyz", "slice.dcm", "archive.tar.gz"])
-def test_image_format_refuses_unknown_suffix(name: str) -> None:
+@pytest.mark.parametrize("name", ["scan.xyz", "slice.dcm", "archive.tar.gz", "README"])
+def test_image_format_refuses_unknown_suffix(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_text("x")
     with pytest.raises(DataError, match=name):
-        image_format(Path(name))
+        image_format(tmp_path / name)
 
 
 # --- round trips -----------------------------------------------------------------------------------
@@ -217,6 +218,14 @@ def test_tiff_written_by_another_tool_with_samples_axis(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     image, _ = read_image(tmp_path / "rgb.tif")
     np.testing.assert_array_equal(image, rgb.transpose(2, 0, 1))
+
+
+def test_lzw_tiff_is_read_without_imagecodecs(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(6).integers(0, 256, (9, 11, 3)).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "lzw.tif", compression="tiff_lzw")  # like the DRIVE images
+    image, _ = read_image(tmp_path / "lzw.tif")
+    np.testing.assert_array_equal(image, rgb.transpose(2, 0, 1))
+    assert read_info(tmp_path / "lzw.tif").channels == 3
 
 
 @pytest.mark.parametrize("shape", [(7, 8), (3, 7, 8)])

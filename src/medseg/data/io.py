@@ -170,8 +170,10 @@ def image_format(path: Path) -> str:
         return "dicom"
     if suffix in _FORMATS:
         return _FORMATS[suffix]
-    if suffix in (".dcm", ".ima", "") or path.name.upper() == "DICOMDIR":
+    if suffix in (".dcm", ".ima") or path.name.upper() == "DICOMDIR":
         raise DataError(path, "is a single DICOM file", "pass the folder that holds the whole DICOM series")
+    if not suffix:
+        raise DataError(path, "has no suffix to tell its format", "add one, or pass the folder of a DICOM series")
     raise DataError(
         path,
         f"unsupported file type '{suffix}'",
@@ -199,7 +201,7 @@ def read_info(path: Path) -> ImageInfo:
     fmt = _check_exists(path)
     with _quiet_itk():
         if fmt in _SITK_IO:
-            info = _sitk_info(path, _sitk_reader(path, fmt), fmt)
+            info = _sitk_info(path, _sitk_reader(path, fmt))
         elif fmt == "dicom":
             info = _dicom_info(path)
         else:
@@ -311,14 +313,33 @@ def _read(path: Path, palette_indices: bool) -> tuple[np.ndarray, Geometry]:
                 raise _itk_error(path, fmt, err) from err
         else:
             reader = _sitk_reader(path, fmt)
-            _check_size(_sitk_info(path, reader, fmt))
+            _check_size(_sitk_info(path, reader))
             if fmt == "nifti":
                 _check_nifti_complete(path)
             try:
                 image = reader.Execute()
             except RuntimeError as err:
                 raise _itk_error(path, fmt, err) from err
-    return _from_sitk(image, path)
+    array, geometry = _from_sitk(image, path)
+    if fmt == "nifti" and array.dtype.kind == "f":
+        _restore_nifti_nans(path, array)
+    return array, geometry
+
+
+def _restore_nifti_nans(path: Path, array: np.ndarray) -> None:
+    """ITK's NIfTI reader turns NaN/Inf voxels into 0, which would hide them from `medseg check`; put them
+    back from nibabel's reading of the same data (float files only). ``array`` is (C, *spatial)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = np.asanyarray(nib.load(path).dataobj)  # type: ignore[attr-defined]
+    except Exception as err:  # nibabel is stricter about headers; ITK already read the voxels
+        logger.debug("%s: nibabel cannot read the data (%s); NaN check skipped", path, err)
+        return
+    raw = raw.T  # nibabel (x, y, z[, c]) -> (c, z, y, x)
+    bad = ~np.isfinite(raw)
+    if bad.any() and bad.size == array.size:
+        array[bad.reshape(array.shape)] = raw[bad]
 
 
 def _check_exists(path: Path) -> str:
@@ -341,7 +362,7 @@ def _sitk_reader(path: Path, fmt: str) -> sitk.ImageFileReader:
     return reader
 
 
-def _sitk_info(path: Path, reader: Any, fmt: str) -> ImageInfo:
+def _sitk_info(path: Path, reader: Any) -> ImageInfo:
     """ImageInfo from anything with SimpleITK's header getters (file reader or DICOM series header)."""
     size = tuple(int(s) for s in reader.GetSize())
     ndim, components = len(size), int(reader.GetNumberOfComponents())
@@ -360,7 +381,7 @@ def _dicom_info(path: Path, series: dicom.Series | None = None) -> ImageInfo:
         header = dicom.series_header(series or dicom.find_series(path))
     except RuntimeError as err:
         raise _itk_error(path, "dicom", err) from err
-    return _sitk_info(path, header, "dicom")
+    return _sitk_info(path, header)
 
 
 def _geometry(path: Path, header: Any, n: int) -> Geometry:

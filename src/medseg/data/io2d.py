@@ -101,8 +101,9 @@ def _open_pil(path: Path) -> Iterator[Image.Image]:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(path, f"cannot be read as an image: {_detail(err, path)}", _REEXPORT) from err
     with image:
-        if getattr(image, "n_frames", 1) > 1:
-            raise DataError(path, f"has {image.n_frames} frames", "save the frame to segment as a single-frame image")
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            raise DataError(path, f"has {frames} frames", "save the frame to segment as a single-frame image")
         yield image
 
 
@@ -128,7 +129,9 @@ def _read_pil(path: Path, palette_indices: bool) -> np.ndarray:
     with _open_pil(path) as image:
         convert, channels, dtype = _pil_plan(image, palette_indices=palette_indices, path=path)
         try:
-            pixels = np.asarray(image.convert(convert) if convert else image)
+            with warnings.catch_warnings():  # palette transparency is dropped on purpose
+                warnings.simplefilter("ignore", UserWarning)
+                pixels = np.asarray(image.convert(convert) if convert else image)
         except (OSError, SyntaxError, ValueError) as err:
             raise DataError(path, f"cannot be decoded: {_detail(err, path)}", _REEXPORT) from err
     pixels = pixels.astype(dtype, copy=False)

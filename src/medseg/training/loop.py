@@ -44,6 +44,8 @@ class EpochResult:
     seconds: float
     val_dice: float | None = None
     val_dice_per_class: dict[str, float] | None = None
+    data_seconds: float = 0.0  # waiting for batches (sampling + augmentation)
+    step_seconds: float = 0.0  # forward, backward, optimiser step
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
@@ -99,27 +101,29 @@ def fit(
         set_lr(optimizer, lr)
         model.train()
         losses = []
+        data_s = step_s = 0.0
         for it in range(cfg.iterations_per_epoch):
+            t0 = time.perf_counter()
             image, target = next(batches)
+            t1 = time.perf_counter()
             losses.append(
                 _step(model, loss_fn, optimizer, scaler, image.to(device), target.to(device), dtype, cfg.grad_clip)
             )
+            data_s += t1 - t0
+            step_s += time.perf_counter() - t1
             if on_iteration is not None:
                 on_iteration(it + 1, cfg.iterations_per_epoch, float(np.mean(losses)))
         epoch += 1
-        val = None
-        if val_cases and (epoch % cfg.val_every == 0 or _finished(epoch, state["elapsed_s"], cfg)):
-            val = validation_dice(model, val_cases, plans, device)
+        last = _finished(epoch, state["elapsed_s"] + time.perf_counter() - started, cfg)
+        val = (
+            validation_dice(model, val_cases, plans, device)
+            if val_cases and (epoch % cfg.val_every == 0 or last)
+            else None
+        )
         seconds = time.perf_counter() - started
         state["elapsed_s"] += seconds
-        result = EpochResult(
-            epoch,
-            float(np.mean(losses)),
-            lr,
-            seconds,
-            None if val is None else float(np.nanmean(list(val.values()))),
-            val,
-        )
+        mean_val = None if val is None else float(np.nanmean(list(val.values())))
+        result = EpochResult(epoch, float(np.mean(losses)), lr, seconds, mean_val, val, data_s, step_s)
         _end_epoch(run_dir, model, optimizer, scaler, state, result)
         if on_epoch is not None:
             on_epoch(result)
