@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -141,10 +141,14 @@ def predict(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     overlap: Annotated[
-        float, typer.Option(min=0.0, max=0.95, help="Sliding-window overlap (default: as planned).")
-    ] = -1.0,
+        Optional[float],  # noqa: UP045
+        typer.Option(min=0.0, max=0.95, help="Sliding-window overlap (default: as planned)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=0, help="Windows per forward pass (0: as planned).")] = 0,
-    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Mirroring test-time augmentation.")] = False,
+    tta: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--tta/--no-tta", help="Mirroring test-time augmentation (default: as planned)."),
+    ] = None,
     save_probabilities: Annotated[bool, typer.Option(help="Also write per-class probabilities (.npz).")] = False,
     largest_component: Annotated[bool, typer.Option(help="Keep the largest connected component per class.")] = False,
     min_voxels: Annotated[int, typer.Option(min=0, help="Remove components smaller than this.")] = 0,
@@ -159,7 +163,7 @@ def predict(
     post = PostProcessing(largest_component=largest_component, min_voxels=min_voxels, fill_holes=fill_holes)
     options = PredictOptions(
         checkpoint=checkpoint,
-        overlap=None if overlap < 0 else overlap,
+        overlap=overlap,
         batch_size=batch_size or None,
         tta=tta,
         save_probabilities=save_probabilities,
@@ -173,18 +177,20 @@ def predict(
 def evaluate(
     predictions: Annotated[Path, typer.Argument(help="Folder of predicted label files.")],
     references: Annotated[Path, typer.Argument(help="Folder of reference label files (same file names).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where metrics.json/.csv go (default: PREDICTIONS).")] = Path(
-        ""
-    ),
-    run: Annotated[Path, typer.Option(help="Run folder whose plans name the classes (else discovered).")] = Path(""),
+    out: Annotated[
+        Optional[Path],  # noqa: UP045 (typer needs Optional)
+        typer.Option("--out", "-o", help="Where metrics.json/.csv go (default: PREDICTIONS)."),
+    ] = None,
+    run: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Run folder whose plans name the classes (default: discovered from the references)."),
+    ] = None,
     nsd_tolerance: Annotated[float, typer.Option(min=0.0, help="Normalised surface Dice tolerance in mm.")] = 1.0,
 ) -> None:
     """Dice, IoU, HD95, HD, ASSD, NSD, sensitivity, specificity and precision per case and class."""
     from medseg.cli_views import evaluate_command
 
-    evaluate_command(
-        predictions, references, out if str(out) else predictions, run if str(run) else None, nsd_tolerance
-    )
+    evaluate_command(predictions, references, out or predictions, run, nsd_tolerance)
 
 
 @app.command()

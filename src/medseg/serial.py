@@ -57,7 +57,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected an object, got {value!r}")
         key_t, val_t = args
-        return {_scalar(key_t, k, where): _convert(val_t, v, f"{where}.{k}") for k, v in value.items()}
+        return {_key(key_t, k, where): _convert(val_t, v, f"{where}.{k}") for k, v in value.items()}
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
@@ -67,14 +67,19 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return _scalar(tp, value, where)
 
 
-def _scalar(tp: Any, value: Any, where: str) -> Any:
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+def _key(tp: Any, value: Any, where: str) -> Any:
+    """JSON object keys are strings; ``dict[int, ...]`` keys are converted back."""
     if tp is int and isinstance(value, str):
         try:
             return int(value)
         except ValueError as exc:
             raise ConfigError(f"{where}: key {value!r} is not an integer") from exc
+    return _scalar(tp, value, where)
+
+
+def _scalar(tp: Any, value: Any, where: str) -> Any:
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
     if tp in (int, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
