@@ -139,7 +139,7 @@ def test_all_nan_class_still_plots(tmp_path: Path) -> None:
     metrics = _metrics()
     for case in metrics["cases"]:
         case["metrics"]["2"]["dice"] = None
-    text = write_report(tmp_path / "r.html", title="t", metrics=metrics, log_records=LOG[:1]).read_text()
+    text = write_report(tmp_path / "r.html", title="t", metrics=metrics, log_records=LOG[:1]).read_text(encoding="utf-8")
     assert len(IMG_RE.findall(text)) == 2
 
 

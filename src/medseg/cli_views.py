@@ -173,7 +173,7 @@ def train_command(dataset: Path, out: Path, options: Any) -> None:
 def _print_metrics(path: Path, title: str) -> None:
     import json
 
-    metrics = json.loads(path.read_text())
+    metrics = json.loads(path.read_text(encoding="utf-8"))
     table = Table(title=f"{title} ({len(metrics['cases'])} cases)")
     for column in ("class", "Dice", "IoU", "HD95 (mm)", "ASSD (mm)", "NSD"):
         table.add_column(column)

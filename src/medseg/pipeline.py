@@ -143,7 +143,7 @@ def train_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callback
     dataset = load_dataset(dataset_root)
     if resuming:
         plans = load_plans(run_dir / "plans.json")
-        split = json.loads((run_dir / "dataset.json").read_text())
+        split = json.loads((run_dir / "dataset.json").read_text(encoding="utf-8"))
         train_ids, val_ids = split["train"], split["validation"]
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -248,7 +248,7 @@ def write_run_report(
         )
         overlays.append(OverlayCase(case_id, image, ref, pred, scores[case_id], multilabel=plans.data.multilabel))
     records = (
-        [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log and log.exists() else []
+        [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()] if log and log.exists() else []
     )
     return write_report(
         path, title=title, metrics=metrics, log_records=records, overlays=overlays, config=to_dict(plans)

@@ -188,7 +188,7 @@ def preprocess_dataset(
     for case in cases:
         npz = folder / f"{case.case_id}.npz"
         meta = folder / f"{case.case_id}.json"
-        if not (meta.exists() and npz.exists() and json.loads(meta.read_text()).get("data_hash") == stamp):
+        if not (meta.exists() and npz.exists() and json.loads(meta.read_text(encoding="utf-8")).get("data_hash") == stamp):
             pre = preprocess_case(case, data)
             with atomic_path(npz) as tmp:
                 arrays = {"image": pre.image} if pre.label is None else {"image": pre.image, "label": pre.label}
@@ -203,7 +203,7 @@ def preprocess_dataset(
 
 def load_preprocessed(npz: Path) -> PreprocessedCase:
     """Load a case written by :func:`preprocess_dataset`."""
-    meta = json.loads(npz.with_suffix(".json").read_text())
+    meta = json.loads(npz.with_suffix(".json").read_text(encoding="utf-8"))
     with np.load(npz) as arrays:
         image = arrays["image"]
         label = arrays["label"] if "label" in arrays.files else None
