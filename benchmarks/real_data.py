@@ -43,8 +43,9 @@ def main() -> int:
             subprocess.run([*medseg, "convert", str(source), str(data), "--resize-images-to-masks"], check=True)
     run = args.out / "run"
     started = time.perf_counter()
-    subprocess.run([*medseg, "train", str(data), "--out", str(run), "--time-budget", args.budget, "--device", "cpu"],
-                   check=True)
+    subprocess.run(
+        [*medseg, "train", str(data), "--out", str(run), "--time-budget", args.budget, "--device", "cpu"], check=True
+    )
     wall = time.perf_counter() - started
     print(summarise(run, wall))
     return 0
@@ -70,8 +71,10 @@ def summarise(run: Path, wall: float) -> str:
     ]
     for k, name in metrics["classes"].items():
         s = metrics["summary"][k]
-        lines.append(f"| {name} | {s['dice']['mean']:.4f} ± {s['dice']['std']:.4f} | {s['dice']['median']:.4f} | "
-                     f"{s['hd95']['mean']:.2f} | {s['nsd']['mean']:.4f} |")
+        lines.append(
+            f"| {name} | {s['dice']['mean']:.4f} ± {s['dice']['std']:.4f} | {s['dice']['median']:.4f} | "
+            f"{s['hd95']['mean']:.2f} | {s['nsd']['mean']:.4f} |"
+        )
     lines += [
         "",
         f"training time {train_s:.0f} s: data loading {data_s:.0f} s ({100 * data_s / train_s:.1f} %), "

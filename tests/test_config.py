@@ -12,8 +12,13 @@ from medseg.models.config import nnunet_config
 
 def _plans() -> Plans:
     data = DataConfig(
-        ndim=2, channel_names=("CT",), label_names={0: "background", 1: "lung"}, label_values=(0, 255),
-        multilabel=False, target_spacing=(0.8, 0.8), normalization=(ChannelNorm("ct", -1000, 400, -300, 200),),
+        ndim=2,
+        channel_names=("CT",),
+        label_names={0: "background", 1: "lung"},
+        label_values=(0, 255),
+        multilabel=False,
+        target_spacing=(0.8, 0.8),
+        normalization=(ChannelNorm("ct", -1000, 400, -300, 200),),
     )
     model = nnunet_config(2, 1, 2, (64, 64), (0.8, 0.8), base_features=4, max_features=16)
     return Plans("toy", data, model, TrainConfig(patch_size=(64, 64)), InferConfig(patch_size=(64, 64)))

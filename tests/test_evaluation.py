@@ -64,7 +64,9 @@ def test_cli_evaluate_discovers_labels(tmp_path: Path) -> None:
     ref = np.zeros((8, 8))
     ref[2:6, 2:6] = 255
     _write_pair(tmp_path, "c.png", ref, ref)
-    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "--out", str(tmp_path / "m")])
+    result = CliRunner().invoke(
+        app, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "--out", str(tmp_path / "m")]
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["classes"] == {"1": "label_255"}

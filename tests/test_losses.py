@@ -109,9 +109,7 @@ def test_dice_bce_multichannel_matches_monai_dice_plus_torch_bce(batch_dice: boo
     logits = torch.randn(2, 3, 4, 4, 3, generator=gen)
     target = torch.rand(2, 3, 4, 4, 3, generator=gen) > 0.5  # overlapping masks, bool
     ours = DiceBCELoss(batch_dice=batch_dice, dice_weight=2.0, bce_weight=0.5)(logits, target)
-    dice = MonaiDiceLoss(sigmoid=True, batch=batch_dice, smooth_nr=1e-5, smooth_dr=1e-5)(
-        logits, target.float()
-    )
+    dice = MonaiDiceLoss(sigmoid=True, batch=batch_dice, smooth_nr=1e-5, smooth_dr=1e-5)(logits, target.float())
     bce = F.binary_cross_entropy(torch.sigmoid(logits), target.float())
     torch.testing.assert_close(ours, 2.0 * dice + 0.5 * bce)
 
@@ -184,9 +182,7 @@ def test_deep_supervision_binary_masks_and_plain_tensor() -> None:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: DeepSupervisionLoss(DiceCELoss(), 3)(
-            [torch.zeros(1, 2, 4, 4)], torch.zeros(1, 1, 4, 4).long()
-        ),
+        lambda: DeepSupervisionLoss(DiceCELoss(), 3)([torch.zeros(1, 2, 4, 4)], torch.zeros(1, 1, 4, 4).long()),
         lambda: DiceCELoss()(torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 4, 5).long()),
         lambda: DiceCELoss()(torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 4, 4)),
         lambda: DiceCELoss()(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4).long()),

@@ -157,9 +157,7 @@ def _monai(fn, pred: np.ndarray, ref: np.ndarray, **kw) -> float:  # type: ignor
     ],
 )
 @pytest.mark.parametrize("seed", [0, 1])
-def test_agrees_with_monai_on_random_blobs(
-    shape: tuple[int, ...], spacing: tuple[float, ...], seed: int
-) -> None:
+def test_agrees_with_monai_on_random_blobs(shape: tuple[int, ...], spacing: tuple[float, ...], seed: int) -> None:
     rng = np.random.default_rng(seed)
     pred, ref = _blob(rng, shape, 2.0, 0.6), _blob(rng, shape, 2.0, 0.55)
     m = binary_metrics(pred, ref, spacing, nsd_tolerance_mm=1.5)

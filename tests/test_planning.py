@@ -12,9 +12,15 @@ from medseg.planning import Budget, Fingerprint, IntensityStats, fingerprint, ma
 
 def _fp(shapes, spacings, channel="CT") -> Fingerprint:  # type: ignore[no-untyped-def]
     return Fingerprint(
-        name="t", shapes=tuple(map(tuple, shapes)), spacings=tuple(map(tuple, spacings)),
-        cropped_shapes=tuple(map(tuple, shapes)), channel_names=(channel,), label_names={0: "bg", 1: "a"},
-        label_values=(0, 1), multilabel=False, foreground_intensity=(IntensityStats(10.0, 5.0, -100.0, 300.0),),
+        name="t",
+        shapes=tuple(map(tuple, shapes)),
+        spacings=tuple(map(tuple, spacings)),
+        cropped_shapes=tuple(map(tuple, shapes)),
+        channel_names=(channel,),
+        label_names={0: "bg", 1: "a"},
+        label_values=(0, 1),
+        multilabel=False,
+        foreground_intensity=(IntensityStats(10.0, 5.0, -100.0, 300.0),),
         file_ending=".nii.gz",
     )
 

@@ -48,9 +48,7 @@ def test_largest_component_tie_keeps_first_and_empty_stays_empty() -> None:
     assert not largest_component_mask(empty).any()
 
 
-@pytest.mark.parametrize(
-    ("min_voxels", "expected"), [(0, "1011011101"), (2, "0011011100"), (3, "0000011100")]
-)
+@pytest.mark.parametrize(("min_voxels", "expected"), [(0, "1011011101"), (2, "0011011100"), (3, "0000011100")])
 def test_remove_small_components_mask_threshold_is_inclusive(min_voxels: int, expected: str) -> None:
     mask = _arr("1011011101")  # components of 1, 2, 3 and 1 voxels
     out = remove_small_components_mask(mask, min_voxels)

@@ -32,9 +32,7 @@ DICE = {
 
 def _case_metrics(lung: float | None, heart: float | None) -> dict:
     def one(dice: float | None) -> dict:
-        values = dict.fromkeys(
-            ("iou", "hd95", "hd", "assd", "nsd", "sensitivity", "specificity", "precision"), 0.5
-        )
+        values = dict.fromkeys(("iou", "hd95", "hd", "assd", "nsd", "sensitivity", "specificity", "precision"), 0.5)
         return {"dice": dice, **values}
 
     return {"1": one(lung), "2": one(heart)}
@@ -139,7 +137,9 @@ def test_all_nan_class_still_plots(tmp_path: Path) -> None:
     metrics = _metrics()
     for case in metrics["cases"]:
         case["metrics"]["2"]["dice"] = None
-    text = write_report(tmp_path / "r.html", title="t", metrics=metrics, log_records=LOG[:1]).read_text(encoding="utf-8")
+    text = write_report(tmp_path / "r.html", title="t", metrics=metrics, log_records=LOG[:1]).read_text(
+        encoding="utf-8"
+    )
     assert len(IMG_RE.findall(text)) == 2
 
 
@@ -183,9 +183,7 @@ def test_ambiguous_3d_bool_reference_is_read_as_masks(tmp_path: Path) -> None:
 def test_three_overlays_stay_under_one_megabyte(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     overlays = [
-        OverlayCase(
-            f"c{i}", rng.normal(size=(1, 12, 256, 256)), _labels((12, 256, 256)), _labels((12, 256, 256)), 0.5
-        )
+        OverlayCase(f"c{i}", rng.normal(size=(1, 12, 256, 256)), _labels((12, 256, 256)), _labels((12, 256, 256)), 0.5)
         for i in range(3)
     ]
     out = write_report(tmp_path / "r.html", title="t", metrics=_metrics(), log_records=LOG, overlays=overlays)

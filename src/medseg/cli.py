@@ -104,7 +104,9 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     deterministic: Annotated[bool, typer.Option(help="Bit-identical results for the same seed (CPU).")] = False,
-    optimizer: Annotated[str, typer.Option(help="sgd (Nesterov) or adamw (default: as planned: sgd on CUDA, adamw on CPU).")] = "",
+    optimizer: Annotated[
+        str, typer.Option(help="sgd (Nesterov) or adamw (default: as planned: sgd on CUDA, adamw on CPU).")
+    ] = "",
     schedule: Annotated[str, typer.Option(help="poly or cosine (default: as planned, poly).")] = "",
     amp: Annotated[str, typer.Option(help="auto, off, bf16 or fp16 (auto: bf16/fp16 on CUDA, off on CPU).")] = "",
     val_every: Annotated[int, typer.Option(min=0, help="Validate every N epochs (0: as planned).")] = 0,
@@ -131,6 +133,47 @@ def train(
         model_preset=model,
     )
     train_command(dataset, out, options)
+
+
+@app.command()
+def plan(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder (any layout `medseg check` reads).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")],
+    fold: Annotated[int, typer.Option(min=0, help="Cross-validation fold held out for validation.")] = 0,
+    folds: Annotated[int, typer.Option(min=2, help="Number of cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of weights, split and data sampling.")] = 0,
+    device: Annotated[str, typer.Option(help="Plan for this device: auto, cpu or cuda.")] = "auto",
+    epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the device's default).")] = 0,
+) -> None:
+    """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`)."""
+    from rich.console import Console
+
+    from medseg.cli_views import TrainingView
+    from medseg.pipeline import Callbacks, TrainOptions, plan_run
+
+    options = TrainOptions(fold=fold, folds=folds, seed=seed, device=device, epochs=epochs)
+    with TrainingView() as view:
+        plans = plan_run(dataset, out, options, Callbacks(on_step=view.step))
+    t = plans.train
+    Console().print(
+        f"plans: {out / 'plans.json'}\n  target spacing {plans.data.target_spacing}, patch {t.patch_size}, "
+        f"batch {t.batch_size}, features {plans.model.features}, {t.optimizer} lr {t.learning_rate}"
+    )
+
+
+@app.command()
+def preprocess(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `medseg plan`.")],
+) -> None:
+    """Crop, resample and normalise every case of a planned run into RUN/preprocessed (the cache training uses)."""
+    from rich.console import Console
+
+    from medseg.cli_views import TrainingView
+    from medseg.pipeline import Callbacks, preprocess_run
+
+    with TrainingView() as view:
+        cases = preprocess_run(run, Callbacks(on_step=view.step))
+    Console().print(f"{len(cases)} cases preprocessed into {run / 'preprocessed'}")
 
 
 @app.command()

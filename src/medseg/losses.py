@@ -165,9 +165,7 @@ class DiceBCELoss(nn.Module):
         with torch.autocast(device_type=logits.device.type, enabled=False):
             logits, target = logits.float(), target.float()
             bce = F.binary_cross_entropy_with_logits(logits, target)
-            dice = soft_dice_per_class(
-                torch.sigmoid(logits), target, batch_dice=self.batch_dice, smooth=self.smooth
-            )
+            dice = soft_dice_per_class(torch.sigmoid(logits), target, batch_dice=self.batch_dice, smooth=self.smooth)
             return self.bce_weight * bce + self.dice_weight * (1.0 - dice.mean())
 
 

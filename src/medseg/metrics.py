@@ -178,9 +178,7 @@ def _crop_to_union(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.nd
     return pred[tuple(box)], ref[tuple(box)]
 
 
-def surface_distances(
-    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray]:
+def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Distances in mm from each ``pred`` surface voxel to the ``ref`` surface, and from ``ref`` to ``pred``.
 
     Args:
@@ -237,9 +235,7 @@ def _nsd_from(d_pr: np.ndarray, d_rp: np.ndarray, tolerance_mm: float) -> float:
     return float(within / (d_pr.size + d_rp.size))
 
 
-def hausdorff(
-    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], percentile: float = 100.0
-) -> float:
+def hausdorff(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], percentile: float = 100.0) -> float:
     """Symmetric (percentile) Hausdorff distance in mm; ``percentile=95`` gives HD95.
 
     The maximum of the two directed percentile distances (MONAI's convention; percentiles
@@ -260,9 +256,7 @@ def _check_tolerance(tolerance_mm: float) -> None:
         raise ConfigError(f"NSD tolerance {tolerance_mm} mm is invalid (give a finite value >= 0 in mm)")
 
 
-def normalized_surface_dice(
-    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tolerance_mm: float
-) -> float:
+def normalized_surface_dice(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tolerance_mm: float) -> float:
     """Normalised surface dice (Nikolov et al. 2021): fraction of both surfaces within ``tolerance_mm``.
 
     Surface size is counted in surface voxels (MONAI ``compute_surface_dice(use_subvoxels=False)``).
@@ -330,11 +324,7 @@ def summarise(per_case: Sequence[dict[str, float]]) -> dict[str, dict[str, float
     for name in names:
         values = np.array([case[name] for case in per_case if name in case], dtype=float)
         kept = values[~np.isnan(values)]
-        stats = (
-            (float(np.mean(kept)), float(np.median(kept)), float(np.std(kept)))
-            if kept.size
-            else (math.nan,) * 3
-        )
+        stats = (float(np.mean(kept)), float(np.median(kept)), float(np.std(kept))) if kept.size else (math.nan,) * 3
         summary[name] = {
             "mean": stats[0],
             "median": stats[1],

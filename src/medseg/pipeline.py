@@ -27,7 +27,7 @@ import torch
 from medseg.config import Plans, load_plans, save_plans
 from medseg.data.dataset import Case, Dataset, load_dataset
 from medseg.data.io import read_channels, read_label
-from medseg.data.preprocess import load_preprocessed, preprocess_dataset
+from medseg.data.preprocess import PreprocessedCase, load_preprocessed, preprocess_dataset
 from medseg.errors import ConfigError, DataError
 from medseg.evaluation import EvalPair, Labels, evaluate_pairs, write_metrics
 from medseg.fileutil import atomic_write_json
@@ -41,6 +41,9 @@ __all__ = [
     "TrainOptions",
     "evaluate_run",
     "labels_of",
+    "plan_run",
+    "preprocess_run",
+    "require_clean",
     "resolve_device",
     "split_cases",
     "train_run",
@@ -133,43 +136,89 @@ def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance
     return replace(plans, train=train)
 
 
-def train_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callbacks: Callbacks | None = None) -> Path:
-    """Plan (or reload the plans of a resumed run), preprocess, train, then evaluate the validation split."""
+def require_clean(dataset: Dataset, advance: Callable[[], None] | None = None) -> None:
+    """Read every case first and refuse a dataset with problems, before anything is written or trained:
+    one bad scan must cost one clear line, not a traceback an hour into training."""
+    from medseg.data.check import check_dataset
+
+    report = check_dataset(dataset, progress=advance)
+    if report.problems:
+        first = report.problems[0]
+        more = f" (and {len(report.problems) - 1} more problem(s))" if len(report.problems) > 1 else ""
+        raise DataError(first.path, first.message + more, "run `medseg check` on the dataset to list them all")
+
+
+def plan_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callbacks: Callbacks | None = None) -> Plans:
+    """Check the dataset, fingerprint it, plan, split; write ``plans.json`` and ``dataset.json`` into a new
+    ``run_dir`` (nothing is written when any step fails)."""
     cb = callbacks or Callbacks()
-    device = resolve_device(options.device)
-    resuming = options.resume and (run_dir / "plans.json").exists()
-    if run_dir.exists() and any(run_dir.iterdir()) and not resuming:
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise DataError(run_dir, "run folder exists and is not empty", "pass --resume to continue it, or a new folder")
     dataset = load_dataset(dataset_root)
-    if resuming:
-        plans = load_plans(run_dir / "plans.json")
-        split = json.loads((run_dir / "dataset.json").read_text(encoding="utf-8"))
-        train_ids, val_ids = split["train"], split["validation"]
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        plans = _plan(dataset, options, device, _step(cb, "fingerprint", len(dataset.labelled_cases)))
-        train_ids, val_ids = split_cases(
-            [c.case_id for c in dataset.labelled_cases], options.folds, options.fold, options.seed
-        )
-        save_plans(plans, run_dir / "plans.json")
-        atomic_write_json(
-            run_dir / "dataset.json",
-            {"root": str(dataset_root.resolve()), "layout": dataset.layout, "train": train_ids, "validation": val_ids},
-        )
+    require_clean(dataset, _step(cb, "check", len(dataset.cases) + len(dataset.test_cases)))
+    device = resolve_device(options.device)
+    plans = _plan(dataset, options, device, _step(cb, "fingerprint", len(dataset.labelled_cases)))
+    ids = [c.case_id for c in dataset.labelled_cases]
+    train_ids, val_ids = split_cases(ids, options.folds, options.fold, options.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"root": str(dataset_root.resolve()), "layout": dataset.layout, "train": train_ids, "validation": val_ids}
+    atomic_write_json(run_dir / "dataset.json", record)
+    save_plans(plans, run_dir / "plans.json")
+    return plans
+
+
+def _run_cases(run_dir: Path) -> tuple[Dataset, list[str], list[str]]:
+    """The dataset a run was planned on and its split, from the run's ``dataset.json``."""
+    record_path = run_dir / "dataset.json"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        root, train_ids, val_ids = Path(record["root"]), list(record["train"]), list(record["validation"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(record_path, f"missing or damaged run record ({exc})", "plan the run again") from exc
+    return load_dataset(root), train_ids, val_ids
+
+
+def preprocess_run(run_dir: Path, callbacks: Callbacks | None = None) -> dict[str, PreprocessedCase]:
+    """Fill (or reuse) the run's preprocessing cache; return the preprocessed cases by id."""
+    cb = callbacks or Callbacks()
+    plans = load_plans(run_dir / "plans.json")
+    dataset, train_ids, val_ids = _run_cases(run_dir)
     by_id = {c.case_id: c for c in dataset.labelled_cases}
-    cases = [by_id[i] for i in train_ids + val_ids if i in by_id]
+    missing = [i for i in train_ids + val_ids if i not in by_id]
+    if missing:
+        raise DataError(dataset.root, f"case(s) {missing[:3]} of the run's split are gone from the dataset")
+    cases = [by_id[i] for i in train_ids + val_ids]
     paths = preprocess_dataset(cases, plans.data, run_dir / "preprocessed", _step(cb, "preprocess", len(cases)))
-    loaded = {p.stem: load_preprocessed(p) for p in paths}
+    return {p.stem: load_preprocessed(p) for p in paths}
+
+
+def train_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callbacks: Callbacks | None = None) -> Path:
+    """Plan (unless ``run_dir`` holds plans already, from ``medseg plan`` or an interrupted run), preprocess,
+    train, then predict and evaluate the validation split."""
+    cb = callbacks or Callbacks()
+    device = resolve_device(options.device)
+    has_plans = (run_dir / "plans.json").exists()
+    started = (run_dir / "checkpoint_last.pt").exists()
+    if started and not options.resume:
+        raise DataError(run_dir, "run folder holds a started run", "pass --resume to continue it, or a new folder")
+    if not has_plans:
+        if options.resume:
+            raise DataError(run_dir, "nothing to resume: no plans.json in the run folder")
+        plan_run(dataset_root, run_dir, options, cb)
+    plans = load_plans(run_dir / "plans.json")
+    loaded = preprocess_run(run_dir, cb)
+    dataset, train_ids, val_ids = _run_cases(run_dir)
     fit(
         plans,
         [loaded[i] for i in train_ids],
         [loaded[i] for i in val_ids],
         run_dir,
         device=device,
-        resume=resuming,
+        resume=started,
         on_iteration=cb.on_iteration,
         on_epoch=cb.on_epoch,
     )
+    by_id = {c.case_id: c for c in dataset.labelled_cases}
     evaluate_run(run_dir, [by_id[i] for i in val_ids], device=device, callbacks=cb)
     return run_dir
 
@@ -247,9 +296,8 @@ def write_run_report(
             else _indices(read_label(pair.prediction[0])[0], plans)
         )
         overlays.append(OverlayCase(case_id, image, ref, pred, scores[case_id], multilabel=plans.data.multilabel))
-    records = (
-        [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()] if log and log.exists() else []
-    )
+    lines = log.read_text(encoding="utf-8").splitlines() if log is not None and log.exists() else []
+    records = [json.loads(line) for line in lines if line.strip()]
     return write_report(
         path, title=title, metrics=metrics, log_records=records, overlays=overlays, config=to_dict(plans)
     )

@@ -96,9 +96,7 @@ def keep_largest_component(labels: np.ndarray, classes: Sequence[int] | None = N
     return out
 
 
-def remove_small_components(
-    labels: np.ndarray, min_voxels: int, classes: Sequence[int] | None = None
-) -> np.ndarray:
+def remove_small_components(labels: np.ndarray, min_voxels: int, classes: Sequence[int] | None = None) -> np.ndarray:
     """Per class of a label map ``(*spatial)``, set components smaller than ``min_voxels`` to 0."""
     _check_min_voxels(min_voxels)
     out = np.array(labels, copy=True)

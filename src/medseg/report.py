@@ -167,15 +167,11 @@ def _classes(metrics: dict) -> list[tuple[str, str]]:
     """``[(key, name), ...]`` sorted by integer label."""
     classes = metrics.get("classes")
     if not isinstance(classes, dict) or not classes:
-        raise DataError(
-            "metrics", "has no 'classes' mapping", "pass the evaluation JSON written by medseg evaluate"
-        )
+        raise DataError("metrics", "has no 'classes' mapping", "pass the evaluation JSON written by medseg evaluate")
     try:
         return sorted(((str(k), str(v)) for k, v in classes.items()), key=lambda kv: int(kv[0]))
     except ValueError as error:
-        raise DataError(
-            "metrics", f"class keys must be integer labels: {error}", "use keys like '1'"
-        ) from None
+        raise DataError("metrics", f"class keys must be integer labels: {error}", "use keys like '1'") from None
 
 
 def _summary_table(classes: list[tuple[str, str]], summary: dict, unit: str) -> str:
@@ -187,8 +183,7 @@ def _summary_table(classes: list[tuple[str, str]], summary: dict, unit: str) -> 
         n = (stats.get("dice") or {}).get("n")
         label = f"{name} (n={n})" if n is not None else name
         cells = "".join(
-            f"<td>{_esc(_stat_cell(stats.get(metric) or {}, 2 if dist else 3))}</td>"
-            for metric, _, dist in _METRICS
+            f"<td>{_esc(_stat_cell(stats.get(metric) or {}, 2 if dist else 3))}</td>" for metric, _, dist in _METRICS
         )
         rows.append(f"<tr><td>{_esc(label)}</td>{cells}</tr>")
     note = '<p class="note">mean ± std (median)</p>'
@@ -280,9 +275,7 @@ def _training_curves(records: Sequence[dict]) -> Figure:
     if values.size:
         dice_axes.plot(epochs, values, marker=".", color=CLASS_COLOURS[2])
     else:
-        dice_axes.text(
-            0.5, 0.5, "no validation Dice", ha="center", va="center", transform=dice_axes.transAxes
-        )
+        dice_axes.text(0.5, 0.5, "no validation Dice", ha="center", va="center", transform=dice_axes.transAxes)
     dice_axes.set_xlabel("epoch")
     dice_axes.set_ylabel("validation Dice (mean over classes)")
     return figure
@@ -299,8 +292,7 @@ def _overlay_figure(case: OverlayCase, classes: list[tuple[str, str]]) -> Figure
         axes.set_title(label)
         axes.set_axis_off()
     handles = [
-        Patch(color=CLASS_COLOURS[i % len(CLASS_COLOURS)], label=_mpl_text(name))
-        for i, (_, name) in enumerate(classes)
+        Patch(color=CLASS_COLOURS[i % len(CLASS_COLOURS)], label=_mpl_text(name)) for i, (_, name) in enumerate(classes)
     ]
     figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
     return figure
@@ -319,9 +311,7 @@ def _blend(gray: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _display_planes(
-    case: OverlayCase, classes: list[tuple[str, str]]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _display_planes(case: OverlayCase, classes: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gray ``(H, W)`` in [0, 1] and reference / prediction masks ``(K, H, W)`` of the shown plane."""
     multilabel = _is_multilabel(case)
     reference = np.asarray(case.reference)

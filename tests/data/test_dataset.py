@@ -38,9 +38,16 @@ def test_nnunet_multichannel_cases(tmp_path: Path) -> None:
         for c in range(2):
             write_image(root / "imagesTr" / f"{case}_{c:04d}.nii.gz", np.ones((8, 8), np.float32) * c, geometry)
         write_image(root / "labelsTr" / f"{case}.nii.gz", np.zeros((8, 8), np.uint8), geometry)
-    (root / "dataset.json").write_text(json.dumps(
-        {"channel_names": {"0": "T1", "1": "T2"}, "labels": {"background": 0, "tumour": 1},
-         "numTraining": 2, "file_ending": ".nii.gz"}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "T1", "1": "T2"},
+                "labels": {"background": 0, "tumour": 1},
+                "numTraining": 2,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     ds = load_dataset(root)
     assert ds.channel_names == ("T1", "T2")
     assert [len(c.channels) for c in ds.cases] == [2, 2]

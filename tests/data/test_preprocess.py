@@ -16,8 +16,13 @@ from medseg.data.preprocess import (
 
 def _data(spacing=(1.0, 1.0), crop=False, scheme="zscore") -> DataConfig:  # type: ignore[no-untyped-def]
     return DataConfig(
-        ndim=2, channel_names=("x",), label_names={0: "bg", 1: "a", 2: "b"}, label_values=(0, 1, 2),
-        multilabel=False, target_spacing=spacing, normalization=(ChannelNorm(scheme, -100, 100, 10, 20),),
+        ndim=2,
+        channel_names=("x",),
+        label_names={0: "bg", 1: "a", 2: "b"},
+        label_values=(0, 1, 2),
+        multilabel=False,
+        target_spacing=spacing,
+        normalization=(ChannelNorm(scheme, -100, 100, 10, 20),),
         crop_to_nonzero=crop,
     )
 

@@ -62,9 +62,7 @@ def test_mirrored_equals_net_for_flip_equivariant_nets(ndim, axes):
 def test_mirrored_2d_equals_hand_computed_average():
     net = _conv_net(2, 3)
     x = torch.randn(2, 2, 5, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    expected = (
-        net(x) + net(x.flip(2)).flip(2) + net(x.flip(3)).flip(3) + net(x.flip(2).flip(3)).flip(3).flip(2)
-    ) / 4
+    expected = (net(x) + net(x.flip(2)).flip(2) + net(x.flip(3)).flip(3) + net(x.flip(2).flip(3)).flip(3).flip(2)) / 4
     assert not torch.allclose(expected, net(x))  # the net really is not flip-equivariant
     torch.testing.assert_close(mirrored(net, (0, 1))(x), expected, rtol=1e-12, atol=1e-12)
 

@@ -19,8 +19,15 @@ FAST = TrainOptions(epochs=2, iterations_per_epoch=2, val_every=1, device="cpu",
 
 def test_train_predict_evaluate(msd_2d: Path, tmp_path: Path) -> None:
     run = train_run(msd_2d, tmp_path / "run", FAST)
-    for name in ("plans.json", "dataset.json", "checkpoint_best.pt", "checkpoint_last.pt", "metrics.json",
-                 "metrics.csv", "report.html"):
+    for name in (
+        "plans.json",
+        "dataset.json",
+        "checkpoint_best.pt",
+        "checkpoint_last.pt",
+        "metrics.json",
+        "metrics.csv",
+        "report.html",
+    ):
         assert (run / name).is_file(), name
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2] and "val_dice" in log[-1]
@@ -31,8 +38,18 @@ def test_train_predict_evaluate(msd_2d: Path, tmp_path: Path) -> None:
     assert len(metrics["cases"]) == len(split["validation"])
 
     test_image = msd_2d / "imagesTs" / "case_006.nii.gz"
-    result = CliRunner().invoke(app, ["predict", str(run), str(msd_2d / "imagesTs"), str(tmp_path / "pred"),
-                                      "--device", "cpu", "--largest-component"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(run),
+            str(msd_2d / "imagesTs"),
+            str(tmp_path / "pred"),
+            "--device",
+            "cpu",
+            "--largest-component",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = tmp_path / "pred" / "case_006.nii.gz"  # named exactly like its input
     labels, geometry = read_label(out)

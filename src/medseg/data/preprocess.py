@@ -188,7 +188,9 @@ def preprocess_dataset(
     for case in cases:
         npz = folder / f"{case.case_id}.npz"
         meta = folder / f"{case.case_id}.json"
-        if not (meta.exists() and npz.exists() and json.loads(meta.read_text(encoding="utf-8")).get("data_hash") == stamp):
+        if not (
+            meta.exists() and npz.exists() and json.loads(meta.read_text(encoding="utf-8")).get("data_hash") == stamp
+        ):
             pre = preprocess_case(case, data)
             with atomic_path(npz) as tmp:
                 arrays = {"image": pre.image} if pre.label is None else {"image": pre.image, "label": pre.label}
