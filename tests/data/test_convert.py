@@ -55,6 +55,7 @@ def test_resize_images_to_masks(tmp_path: Path) -> None:
 def test_block_downsample_is_block_mean() -> None:
     image = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
     out, geometry = block_downsample(image, Geometry.identity(2), (2, 2), Path("x.png"))
+    assert geometry.spacing == (2.0, 2.0)
     np.testing.assert_allclose(out[0], [[2.5, 4.5], [10.5, 12.5]])
     with pytest.raises(DataError, match="not an integer multiple"):
         block_downsample(image, Geometry.identity(2), (3, 3), Path("x.png"))
