@@ -69,3 +69,12 @@ def test_nonzero_bbox() -> None:
     image[1, 2:4, 3:6] = 1
     assert nonzero_bbox(image) == ((2, 3), (4, 6))
     assert nonzero_bbox(np.zeros((1, 3, 3))) == ((0, 0), (3, 3))
+
+
+def test_cpu_coarsens_large_images_for_context_gpu_does_not() -> None:
+    fp = _fp([(1024, 1024)] * 3, [(0.35, 0.35)] * 3, channel="xray")
+    cpu = make_plans(fp, Budget(device="cpu"))
+    gpu = make_plans(fp, Budget(device="cuda"))
+    assert gpu.data.target_spacing == (0.35, 0.35)
+    assert cpu.data.target_spacing == pytest.approx((0.7, 0.7))  # 1024² -> 512² = 4 x the 256² budget
+    assert cpu.train.patch_size == (256, 256)

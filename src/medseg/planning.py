@@ -162,10 +162,12 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     spacings = np.array(fp.spacings)
     shapes = np.array(fp.shapes)
     spacing = target_spacing(spacings)
-    median_shape = np.median(shapes * spacings / np.array(spacing), axis=0)
-    crop = bool(np.median(np.prod(np.array(fp.cropped_shapes), axis=1)) < 0.75 * np.median(np.prod(shapes, axis=1)))
     gpu = budget.device.startswith("cuda")
     voxel_budget = {(2, False): 256**2, (2, True): 512**2, (3, False): 64**3, (3, True): 128**3}[(fp.ndim, gpu)]
+    if not gpu:
+        spacing = _coarsen_for_context(spacing, np.median(shapes * spacings / np.array(spacing), axis=0), voxel_budget)
+    median_shape = np.median(shapes * spacings / np.array(spacing), axis=0)
+    crop = bool(np.median(np.prod(np.array(fp.cropped_shapes), axis=1)) < 0.75 * np.median(np.prod(shapes, axis=1)))
     patch = _fit_patch(median_shape, spacing, voxel_budget)
     out_channels = len(fp.label_names)
     net = nnunet_config(
@@ -223,6 +225,17 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         patch_size=patch, overlap=0.5, batch_size=batch, mirror_axes=tuple(range(fp.ndim)) if gpu else ()
     )
     return Plans(dataset_name=fp.name, data=data, model=net, train=train, infer=infer)
+
+
+def _coarsen_for_context(spacing: tuple[float, ...], median_shape: np.ndarray, voxel_budget: int) -> tuple[float, ...]:
+    """CPU rule (nnU-Net's low-resolution idea): when the median image holds more than 4x the patch budget,
+    a patch would see too little of the anatomy (a 256² patch of a 1024² chest X-ray cannot tell the heart
+    from the lungs), so coarsen the target spacing isotropically until the image is 4x the budget."""
+    ratio = float(np.prod(median_shape)) / (4 * voxel_budget)
+    if ratio <= 1:
+        return spacing
+    factor = ratio ** (1 / len(spacing))
+    return tuple(float(s * factor) for s in spacing)
 
 
 def _fit_patch(median_shape: np.ndarray, spacing: tuple[float, ...], voxel_budget: int) -> tuple[int, ...]:
