@@ -110,9 +110,7 @@ def train(
     schedule: Annotated[str, typer.Option(help="poly or cosine (default: as planned, poly).")] = "",
     amp: Annotated[
         str,
-        typer.Option(
-            help="auto, off, bf16 or fp16 (auto: bf16/fp16 on CUDA; on CPU bf16 if measured faster)."
-        ),
+        typer.Option(help="auto, off, bf16 or fp16 (auto: bf16/fp16 on CUDA; on CPU bf16 if measured faster)."),
     ] = "",
     val_every: Annotated[int, typer.Option(min=0, help="Validate every N epochs (0: as planned).")] = 0,
     model: Annotated[str, typer.Option(help="Model preset: nnunet or classic.")] = "nnunet",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.dataset import Case, Dataset
+from medseg.data.dataset import Case, Dataset, label_indices
 from medseg.data.io import Geometry, read_channels, read_label
 from medseg.data.layouts import CaseArrays, DatasetMeta, write_layout
 from medseg.errors import DataError
@@ -72,14 +72,13 @@ def _channel_names(source: Dataset) -> tuple[str, ...]:
 
 
 def _iter_cases(source: Dataset, options: ConvertOptions, progress: Callable[[], None] | None) -> Iterator[CaseArrays]:
-    lookup = {v: i for i, v in enumerate(source.label_values)}
     for case in list(source.cases) + list(source.test_cases):
-        yield _convert_case(case, source, lookup, options)
+        yield _convert_case(case, source, options)
         if progress is not None:
             progress()
 
 
-def _convert_case(case: Case, source: Dataset, lookup: dict[int, int], options: ConvertOptions) -> CaseArrays:
+def _convert_case(case: Case, source: Dataset, options: ConvertOptions) -> CaseArrays:
     image, geometry = read_channels(list(case.channels))
     if not case.label:
         return CaseArrays(case.case_id, image, geometry)
@@ -96,20 +95,8 @@ def _convert_case(case: Case, source: Dataset, lookup: dict[int, int], options: 
     if source.multilabel:
         label = np.stack([(arr > 0).astype(np.uint8) for arr, _ in labels])
     else:
-        label = _remap(labels[0][0], lookup, case.label[0])
+        label = label_indices(labels[0][0], source.label_values, case.label[0])
     return CaseArrays(case.case_id, image, geometry, label)
-
-
-def _remap(label: np.ndarray, lookup: dict[int, int], path: Path) -> np.ndarray:
-    values = np.unique(label)
-    unknown = [int(v) for v in values if int(v) not in lookup]
-    if unknown:
-        raise DataError(path, f"label values {unknown} are not declared ({sorted(lookup)})")
-    table = np.zeros(int(values.max()) + 1, dtype=np.uint8)
-    for value, index in lookup.items():
-        if value < table.size:
-            table[value] = index
-    return table[label]
 
 
 def block_downsample(

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medseg.data.io import SUPPORTED_SUFFIXES, case_stem, read_label
 from medseg.errors import DataError
 from medseg.fileutil import compound_suffix
@@ -43,6 +45,7 @@ __all__ = [
     "Problem",
     "detect_layout",
     "discover_label_values",
+    "label_indices",
     "load_dataset",
 ]
 
@@ -339,8 +342,6 @@ def discover_label_values(cases: Iterable[Case]) -> tuple[int, ...]:
     Unreadable labels are skipped here; ``medseg check`` reports them.
     """
     values: set[int] = {0}
-    import numpy as np
-
     for case in cases:
         for path in case.label:
             try:
@@ -428,6 +429,23 @@ def _dedup(cases: list[Case]) -> tuple[tuple[Case, ...], list[Problem]]:
             continue
         seen[case.case_id] = case
     return tuple(seen.values()), problems
+
+
+def label_indices(label: np.ndarray, label_values: tuple[int, ...], path: Path) -> np.ndarray:
+    """Map the voxel values of a label map to class indices (``label_values[i]`` -> ``i``), as uint8.
+
+    A value not in ``label_values`` is an error naming ``path``.
+    """
+    values = np.unique(label)
+    lookup = {v: i for i, v in enumerate(label_values)}
+    unknown = [int(v) for v in values if int(v) not in lookup]
+    if unknown:
+        raise DataError(path, f"label values {unknown} are not declared (declared: {list(label_values)})")
+    table = np.zeros(int(values.max()) + 1, dtype=np.uint8)
+    for value, index in lookup.items():
+        if 0 <= value < table.size:
+            table[value] = index
+    return table[label]
 
 
 def with_cases(dataset: Dataset, cases: Iterable[Case]) -> Dataset:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from medseg.config import DataConfig
-from medseg.data.dataset import Case
+from medseg.data.dataset import Case, label_indices
 from medseg.data.io import Geometry, read_channels, read_label
 from medseg.errors import DataError
 from medseg.fileutil import atomic_path, atomic_write_json
@@ -152,22 +152,11 @@ def preprocess_case(case: Case, data: DataConfig) -> PreprocessedCase:
             )
         else:
             label = _label_argmax(
-                _to_indices(labels[0][crop], data, case.label[0]), len(data.label_names), props.resampled_shape
+                label_indices(labels[0][crop], data.label_values, case.label[0]),
+                len(data.label_names),
+                props.resampled_shape,
             )
     return PreprocessedCase(array, label, props)
-
-
-def _to_indices(label: np.ndarray, data: DataConfig, path: Path) -> np.ndarray:
-    values = np.unique(label)
-    lookup = {v: i for i, v in enumerate(data.label_values)}
-    unknown = [int(v) for v in values if int(v) not in lookup]
-    if unknown:
-        raise DataError(path, f"label values {unknown} are not among the planned values {list(data.label_values)}")
-    table = np.zeros(int(values.max()) + 1, dtype=np.uint8)
-    for v, i in lookup.items():
-        if v < table.size:
-            table[v] = i
-    return table[label]
 
 
 # --------------------------------------------------------------------------------------- on-disk cache
