@@ -78,3 +78,10 @@ def test_cpu_coarsens_large_images_for_context_gpu_does_not() -> None:
     assert gpu.data.target_spacing == (0.35, 0.35)
     assert cpu.data.target_spacing == pytest.approx((0.7, 0.7))  # 1024² -> 512² = 4 x the 256² budget
     assert cpu.train.patch_size == (256, 256)
+
+
+def test_time_budget_without_epochs_lets_time_decide() -> None:
+    fp = _fp([(36, 50, 35)] * 3, [(1.0, 1.0, 1.0)] * 3)
+    assert make_plans(fp, Budget(time_budget_s=600)).train.epochs >= 10**6
+    assert make_plans(fp, Budget(time_budget_s=600, epochs=7)).train.epochs == 7
+    assert make_plans(fp, Budget()).train.epochs == 100

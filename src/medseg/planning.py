@@ -208,7 +208,8 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     train = TrainConfig(
         patch_size=patch,
         batch_size=batch,
-        epochs=budget.epochs or (1000 if gpu else 100),
+        # with a time budget and no epoch count, time alone decides when to stop
+        epochs=budget.epochs or (10**6 if budget.time_budget_s > 0 else 1000 if gpu else 100),
         iterations_per_epoch=250 if gpu else 50,
         val_every=5 if gpu else 10,  # validation of the whole held-out fold costs ~ one CPU epoch
         # nnU-Net's SGD (lr 1e-2, momentum 0.99) is tuned for 250k iterations; a CPU budget allows a few
