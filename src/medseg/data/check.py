@@ -151,9 +151,9 @@ def _same_grid(
         )
         return False
     if not label_geometry.matches(image_geometry):
-        problems.append(
-            Problem(path, f"label geometry differs from the image: {_geo(label_geometry)} vs {_geo(image_geometry)}")
-        )
+        turned = not np.allclose(label_geometry.direction, image_geometry.direction, atol=1e-3)
+        label_text, image_text = _geo(label_geometry, turned), _geo(image_geometry, turned)
+        problems.append(Problem(path, f"label geometry differs from the image: {label_text} vs {image_text}"))
     return True
 
 
@@ -176,10 +176,11 @@ def _mask_problems(path: Path, mask: np.ndarray) -> list[Problem]:
     return []
 
 
-def _geo(g: Geometry) -> str:
+def _geo(g: Geometry, direction: bool = False) -> str:
     spacing = ", ".join(f"{s:.4g}" for s in g.spacing)
     origin = ", ".join(f"{s:.4g}" for s in g.origin)
-    return f"spacing ({spacing}) origin ({origin})"
+    turned = " direction (" + ", ".join(f"{s:.3g}" for s in g.direction) + ")" if direction else ""
+    return f"spacing ({spacing}) origin ({origin}){turned}"
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

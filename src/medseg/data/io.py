@@ -262,7 +262,8 @@ def read_label(path: Path) -> tuple[np.ndarray, Geometry]:
     path = Path(path)
     array, geometry = _read(path, palette_indices=True)
     if not all(np.array_equal(array[0], c) for c in array[1:]):
-        problem = f"mask has {array.shape[0]} different colour channels; save it as a single-channel label image"
+        kind = "colour channels" if image_format(path) not in _SITK_IO else "channels (a 4D image)"
+        problem = f"mask has {array.shape[0]} different {kind}; save it as a single-channel label image"
         raise DataError(path, problem)
     return _label_dtype(array[0], path), geometry
 

@@ -131,6 +131,9 @@ def preprocess_case(case: Case, data: DataConfig) -> PreprocessedCase:
         raise DataError(
             case.channels[0], f"has {image.shape[0]} channel(s), the plans expect {len(data.channel_names)}"
         )
+    if image.dtype.kind == "f" and not np.isfinite(image).all():  # the file changed since `medseg plan` checked it
+        n_bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        raise DataError(case.channels[0], f"{n_bad} NaN/Inf voxels", "run `medseg check`")
     array, props = preprocess_image(image, geometry, data)
     props = CaseProperties(
         case.case_id, props.original_shape, props.geometry, props.bbox_start, props.bbox_stop, props.resampled_shape
@@ -138,14 +141,17 @@ def preprocess_case(case: Case, data: DataConfig) -> PreprocessedCase:
     crop = tuple(slice(a, b) for a, b in zip(props.bbox_start, props.bbox_stop, strict=True))
     label = None
     if case.label:
-        labels = [read_label(p)[0] for p in case.label]
-        for path, lab in zip(case.label, labels, strict=True):
+        read = [read_label(p) for p in case.label]
+        labels = [lab for lab, _ in read]
+        for path, (lab, label_geometry) in zip(case.label, read, strict=True):
             if lab.shape != props.original_shape:
                 raise DataError(
                     path,
                     f"label shape {lab.shape} differs from image shape {props.original_shape}",
                     "run `medseg check`",
                 )
+            if not label_geometry.matches(geometry):
+                raise DataError(path, "label geometry differs from the image", "run `medseg check`")
         if data.multilabel:
             label = np.stack(
                 [_label_argmax((lab[crop] > 0).astype(np.uint8), 2, props.resampled_shape) for lab in labels]

@@ -122,6 +122,7 @@ class Predictor:
     def predict(self, channels: Sequence[Path]) -> tuple[np.ndarray, Geometry]:
         """Read a case (one path per channel, or one multi-channel file) and predict it."""
         image, geometry = read_channels(list(channels))
+        _check_input(image, channels, len(self.plans.data.channel_names))
         return self.predict_array(image, geometry), geometry
 
     def write(self, labels: np.ndarray, geometry: Geometry, source: Path, out_dir: Path) -> list[Path]:
@@ -171,6 +172,20 @@ class Predictor:
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, probabilities=probs, classes=json.dumps(self.plans.data.label_names))
         return path
+
+
+def _check_input(image: np.ndarray, channels: Sequence[Path], expected: int) -> None:
+    """Refuse a scan the network cannot segment meaningfully, naming its file. ``image`` is (C, *spatial)."""
+    if image.shape[0] != expected:
+        raise DataError(
+            channels[0],
+            f"has {image.shape[0]} channel(s), the model expects {expected}",
+            "pass a scan with the channels the run was trained on",
+        )
+    for c, path in enumerate(channels if len(channels) == image.shape[0] else [channels[0]] * image.shape[0]):
+        if image.dtype.kind == "f" and not np.isfinite(image[c]).all():
+            n_bad = int(image[c].size - np.count_nonzero(np.isfinite(image[c])))
+            raise DataError(path, f"{n_bad} NaN/Inf voxels", "replace them with the background value first")
 
 
 def _output_name(source: Path) -> str:
