@@ -43,8 +43,10 @@ def main() -> None:
     for ndim, patch, batch in ((2, (128, 128), 8), (3, (40, 56, 40), 2)):
         fp32 = step_time(ndim, patch, batch, bf16=False)
         bf16 = step_time(ndim, patch, batch, bf16=True)
-        print(f"{ndim}D patch {patch} batch {batch}: float32 {fp32:.3f} s/step, bf16 {bf16:.3f} s/step, "
-              f"bf16/float32 = {bf16 / fp32:.2f}")
+        print(
+            f"{ndim}D patch {patch} batch {batch}: float32 {fp32:.3f} s/step, bf16 {bf16:.3f} s/step, "
+            f"bf16/float32 = {bf16 / fp32:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,14 @@ def main() -> int:
     for amp in ("off", "bf16", "fp16"):
         run = args.out / f"run-{amp}"
         started = time.perf_counter()
-        options = TrainOptions(epochs=args.epochs, iterations_per_epoch=args.iterations, val_every=args.epochs,
-                               device="cuda", amp=amp, folds=5)
+        options = TrainOptions(
+            epochs=args.epochs,
+            iterations_per_epoch=args.iterations,
+            val_every=args.epochs,
+            device="cuda",
+            amp=amp,
+            folds=5,
+        )
         train_run(data, run, options)
         log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         step_s = sum(r["step_seconds"] for r in log[1:])  # first epoch includes cuDNN autotuning / warm-up
@@ -45,11 +51,18 @@ def main() -> int:
         metrics = json.loads((run / "metrics.json").read_text())
         dice = {metrics["classes"][k]: round(v["dice"]["mean"], 4) for k, v in metrics["summary"].items()}
         plans = json.loads((run / "plans.json").read_text())
-        rows.append({
-            "amp": amp, "it_per_s": round(iters / step_s, 2), "final_loss": round(log[-1]["train_loss"], 4),
-            "val_dice": dice, "patch": plans["train"]["patch_size"], "batch": plans["train"]["batch_size"],
-            "wall_s": round(time.perf_counter() - started, 1), "max_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-        })
+        rows.append(
+            {
+                "amp": amp,
+                "it_per_s": round(iters / step_s, 2),
+                "final_loss": round(log[-1]["train_loss"], 4),
+                "val_dice": dice,
+                "patch": plans["train"]["patch_size"],
+                "batch": plans["train"]["batch_size"],
+                "wall_s": round(time.perf_counter() - started, 1),
+                "max_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            }
+        )
         torch.cuda.reset_peak_memory_stats()
         print(json.dumps(rows[-1]), flush=True)
     print(torch.cuda.get_device_name(), "torch", torch.__version__)

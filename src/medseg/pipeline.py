@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from medseg.data.io import read_channels, read_label
 from medseg.data.preprocess import PreprocessedCase, load_preprocessed, preprocess_dataset
 from medseg.errors import ConfigError, DataError
 from medseg.evaluation import EvalPair, Labels, evaluate_pairs, write_metrics
-from medseg.fileutil import atomic_write_json
+from medseg.fileutil import atomic_path, atomic_write_json
 from medseg.inference.predictor import Predictor, _output_name
 from medseg.planning import Budget, fingerprint, make_plans
 from medseg.serial import to_dict
@@ -105,7 +105,7 @@ def split_cases(case_ids: Sequence[str], folds: int, fold: int, seed: int) -> tu
 def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance: Any) -> Plans:
     fp = fingerprint(dataset, seed=options.seed, progress=advance)
     plans = make_plans(fp, Budget(device=device.type, time_budget_s=options.time_budget_s, epochs=options.epochs))
-    changes = {
+    changes: dict[str, Any] = {
         k: v
         for k, v in {
             "iterations_per_epoch": options.iterations_per_epoch,
@@ -160,10 +160,13 @@ def plan_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callbacks
     plans = _plan(dataset, options, device, _step(cb, "fingerprint", len(dataset.labelled_cases)))
     ids = [c.case_id for c in dataset.labelled_cases]
     train_ids, val_ids = split_cases(ids, options.folds, options.fold, options.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
     record = {"root": str(dataset_root.resolve()), "layout": dataset.layout, "train": train_ids, "validation": val_ids}
-    atomic_write_json(run_dir / "dataset.json", record)
-    save_plans(plans, run_dir / "plans.json")
+    if run_dir.is_dir():
+        run_dir.rmdir()  # empty, checked above
+    with atomic_path(run_dir) as tmp:  # both files appear together, or neither
+        tmp.mkdir(parents=True)
+        atomic_write_json(tmp / "dataset.json", record)
+        save_plans(plans, tmp / "plans.json")
     return plans
 
 
@@ -269,7 +272,7 @@ def write_run_report(
     pairs: Sequence[EvalPair],
     plans: Plans,
     log: Path | None,
-    images: dict[str, Sequence[Path]],
+    images: Mapping[str, Sequence[Path]],
     *,
     title: str,
 ) -> Path:

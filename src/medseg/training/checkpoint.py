@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +38,28 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise DataError(path, "checkpoint not found", "train first, or pass the run folder that holds it")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # a plain (non-torch) pickle of protocol > 2 makes torch warn before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported object"
         raise DataError(
             path,
-            f"refused: the checkpoint holds objects other than weights ({first[:160]})",
+            f"refused: the checkpoint holds objects other than weights ({_reason(exc)})",
             "only load checkpoints written by medseg or convert it to plain tensors",
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise DataError(path, f"unreadable or truncated checkpoint ({str(exc).splitlines()[0][:160]})") from exc
+    except Exception as exc:  # any parse failure of a foreign file: KeyError, EOFError, ...
+        raise DataError(path, f"unreadable or truncated checkpoint ({_reason(exc)})") from exc
     if not isinstance(state, dict) or "model" not in state:
         raise DataError(path, "not a medseg checkpoint (no 'model' entry)")
     return state
+
+
+def _reason(exc: BaseException) -> str:
+    """The informative line of a torch.load error (torch puts a generic paragraph first)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    specific = [ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln]
+    if specific:
+        return specific[0][:160]
+    first = lines[0].split(". ")[0] if lines else ""
+    return f"{type(exc).__name__}: {first}"[:160] if first else type(exc).__name__

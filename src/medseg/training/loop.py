@@ -23,6 +23,7 @@ import torch
 
 from medseg.config import Plans
 from medseg.data.preprocess import PreprocessedCase
+from medseg.fileutil import atomic_write_text
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_logits
 from medseg.losses import DeepSupervisionLoss, DiceBCELoss, DiceCELoss
 from medseg.models.registry import build_model
@@ -120,7 +121,7 @@ def fit(
     auto_cpu = cfg.amp == "auto" and device.type == "cpu" and not cfg.deterministic
     dtype = measure_cpu_amp(model, loss_fn, plans) if auto_cpu else amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    state = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0}
+    state: dict[str, Any] = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0}
     if resume and (run_dir / LAST).exists():
         state = _restore(run_dir / LAST, model, optimizer, scaler, device)
         logger.info("resuming at epoch %d (%.0f s trained so far)", state["epoch"], state["elapsed_s"])
@@ -230,7 +231,7 @@ def _truncate_log(path: Path, epoch: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, KeyError):
             continue  # a line cut short by a crash
-    path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    atomic_write_text(path, "".join(k + "\n" for k in kept))  # atomic: a kill here must not lose the log
 
 
 @torch.inference_mode()
