@@ -85,3 +85,20 @@ def test_time_budget_without_epochs_lets_time_decide() -> None:
     assert make_plans(fp, Budget(time_budget_s=600)).train.epochs >= 10**6
     assert make_plans(fp, Budget(time_budget_s=600, epochs=7)).train.epochs == 7
     assert make_plans(fp, Budget()).train.epochs == 100
+
+
+@pytest.mark.parametrize(
+    ("names", "sided"),
+    [
+        ({0: "bg", 1: "heart", 2: "lung"}, False),
+        ({1: "heart", 2: "left_lung", 3: "right_lung"}, True),
+        ({1: "Kidney_L", 2: "Kidney_R"}, True),
+        ({1: "liver", 2: "clavicle right"}, True),
+        ({1: "lrsomething", 2: "brain"}, False),
+    ],
+)
+def test_sided_labels_are_not_mirrored_left_right(names: dict[int, str], sided: bool) -> None:
+    from medseg.planning import mirror_axes
+
+    assert mirror_axes(2, names) == ((0,) if sided else (0, 1))
+    assert mirror_axes(3, names) == ((0, 1) if sided else (0, 1, 2))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -204,7 +205,8 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         crop_to_nonzero=crop,
         file_ending=fp.file_ending,
     )
-    augment = replace(AugmentConfig(), flip_axes=tuple(range(fp.ndim)), rotate_in_plane_only=anisotropic)
+    mirror = mirror_axes(fp.ndim, fp.label_names)
+    augment = replace(AugmentConfig(), flip_axes=mirror, rotate_in_plane_only=anisotropic)
     train = TrainConfig(
         patch_size=patch,
         batch_size=batch,
@@ -224,9 +226,21 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         num_workers=4 if gpu else 0,
     )
     infer = InferConfig(
-        patch_size=patch, overlap=0.5, batch_size=batch, mirror_axes=tuple(range(fp.ndim)) if gpu else ()
+        patch_size=patch, overlap=0.5, batch_size=batch, mirror_axes=mirror if gpu else ()
     )
     return Plans(dataset_name=fp.name, data=data, model=net, train=train, infer=infer)
+
+
+_SIDES = re.compile(r"(^|[^a-z])(left|right|l|r)([^a-z]|$)")
+
+
+def mirror_axes(ndim: int, label_names: dict[int, str]) -> tuple[int, ...]:
+    """Axes to mirror in augmentation and TTA: all, except the left-right axis (the last array axis in
+    both ITK (z, y, x) volumes and (row, column) images) when class names are sided ('left_lung',
+    'right clavicle', 'kidney_L'): mirroring would teach the network that left and right look alike.
+    (Found on JSRT, where mirrored training predicted every lung as both left and right.)"""
+    sided = any(_SIDES.search(name.lower()) for name in label_names.values())
+    return tuple(range(ndim - 1)) if sided else tuple(range(ndim))
 
 
 def _coarsen_for_context(spacing: tuple[float, ...], median_shape: np.ndarray, voxel_budget: int) -> tuple[float, ...]:
