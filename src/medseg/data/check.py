@@ -8,9 +8,7 @@ voxels, constant (e.g. all-zero) images, multi-channel files whose channels disa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,21 +52,21 @@ class CheckReport:
         return dict(sorted(totals.items()))
 
 
-def check_dataset(
-    dataset: Dataset, *, workers: int | None = None, progress: Callable[[], None] | None = None
-) -> CheckReport:
-    """Check every case of ``dataset`` (training and test cases); see the module docstring."""
-    workers = workers or min(4, os.cpu_count() or 1)
+def check_dataset(dataset: Dataset, *, progress: Callable[[], None] | None = None) -> CheckReport:
+    """Check every case of ``dataset`` (training and test cases); see the module docstring.
+
+    Cases are read one after the other: reading them from several threads crashed the process once with
+    heap corruption inside the native image readers (ITK's NIfTI library keeps global state).
+    """
     summaries: list[CaseSummary] = []
     problems: list[Problem] = list(dataset.problems)
-    cases = list(dataset.cases) + list(dataset.test_cases)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for summary, case_problems in pool.map(lambda c: check_case(c, dataset), cases):
-            if summary is not None:
-                summaries.append(summary)
-            problems += case_problems
-            if progress is not None:
-                progress()
+    for case in list(dataset.cases) + list(dataset.test_cases):
+        summary, case_problems = check_case(case, dataset)
+        if summary is not None:
+            summaries.append(summary)
+        problems += case_problems
+        if progress is not None:
+            progress()
     return CheckReport(dataset, tuple(summaries), tuple(_unique(problems)))
 
 
