@@ -225,9 +225,7 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         # ~0.5 s for a forward/backward pass), and a loader process would steal one of few cores
         num_workers=4 if gpu else 0,
     )
-    infer = InferConfig(
-        patch_size=patch, overlap=0.5, batch_size=batch, mirror_axes=mirror if gpu else ()
-    )
+    infer = InferConfig(patch_size=patch, overlap=0.5, batch_size=batch, mirror_axes=mirror if gpu else ())
     return Plans(dataset_name=fp.name, data=data, model=net, train=train, infer=infer)
 
 

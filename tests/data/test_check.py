@@ -127,7 +127,12 @@ def test_cli_bad_dataset_json_is_one_line_exit_2(msd_3d: Path) -> None:
     import sys
 
     (msd_3d / "dataset.json").write_text(json.dumps({"name": "x"}))
-    proc = subprocess.run([sys.executable, "-m", "medseg.cli", "check", str(msd_3d)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "medseg.cli", "check", str(msd_3d)],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "dataset.json" in lines[0] and "Traceback" not in proc.stderr

@@ -192,7 +192,9 @@ def test_reading_the_model_config_does_not_import_torch() -> None:
         "import sys; from medseg.models import UNetConfig, nnunet_config; "
         "nnunet_config(3, 1, 2, (16, 64, 64), (3.0, 1.0, 1.0)); print('torch' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True
+    )
     assert result.stdout.strip() == "False"
 
 

@@ -151,7 +151,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "medseg.cli", *_argv(dataset, run, resume=True)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=HANG_S * 3,
         env={**os.environ, "OMP_NUM_THREADS": "1"},  # as run_cli: a tiny network, a busy machine
     )
