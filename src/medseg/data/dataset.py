@@ -28,7 +28,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -446,8 +446,3 @@ def label_indices(label: np.ndarray, label_values: tuple[int, ...], path: Path) 
         if 0 <= value < table.size:
             table[value] = index
     return table[label]
-
-
-def with_cases(dataset: Dataset, cases: Iterable[Case]) -> Dataset:
-    """A copy of ``dataset`` restricted to ``cases`` (used for splits)."""
-    return replace(dataset, cases=tuple(cases))

@@ -23,6 +23,7 @@ from medseg.config import Plans, load_plans
 from medseg.data.io import Geometry, case_stem, read_channels, write_image
 from medseg.data.preprocess import CaseProperties, logits_to_labels, logits_to_probabilities, preprocess_image
 from medseg.errors import DataError
+from medseg.fileutil import atomic_path
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_labels, sliding_window_logits
 from medseg.models.registry import build_model
 from medseg.postprocess import PostProcessing, apply_postprocessing, apply_postprocessing_mask
@@ -154,24 +155,28 @@ class Predictor:
             ):
                 logger.info("skipping %s (already predicted)", target.name)
             else:
-                labels, geometry = self.predict(channels)
-                written += self.write(labels, geometry, channels[0], out_dir)
-                if self.options.save_probabilities:
-                    written.append(self._write_probabilities(channels, out_dir))
+                written += self._predict_one(channels, out_dir)
             if progress is not None:
                 progress()
         return written
 
-    def _write_probabilities(self, channels: Sequence[Path], out_dir: Path) -> Path:
+    def _predict_one(self, channels: Sequence[Path], out_dir: Path) -> list[Path]:
+        """Read, predict and write one case; with ``save_probabilities`` labels and probabilities come from
+        the same sliding-window pass (one read, one network pass)."""
+        if not self.options.save_probabilities:
+            labels, geometry = self.predict(channels)
+            return self.write(labels, geometry, channels[0], out_dir)
         image, geometry = read_channels(list(channels))
+        _check_input(image, channels, len(self.plans.data.channel_names))
         logits, props = self.logits(image, geometry)
-        probs = logits_to_probabilities(logits, props, multilabel=self.plans.data.multilabel)
+        multilabel = self.plans.data.multilabel
+        labels = self._postprocess(logits_to_labels(logits, props, multilabel=multilabel))
+        written = self.write(labels, geometry, channels[0], out_dir)
+        probs = logits_to_probabilities(logits, props, multilabel=multilabel)
         path = out_dir / f"{case_stem(channels[0])}_probabilities.npz"
-        from medseg.fileutil import atomic_path
-
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, probabilities=probs, classes=json.dumps(self.plans.data.label_names))
-        return path
+        return [*written, path]
 
 
 def _check_input(image: np.ndarray, channels: Sequence[Path], expected: int) -> None:
