@@ -183,15 +183,20 @@ def _run_cases(run_dir: Path) -> tuple[Dataset, list[str], list[str]]:
 
 def preprocess_run(run_dir: Path, callbacks: Callbacks | None = None) -> dict[str, PreprocessedCase]:
     """Fill (or reuse) the run's preprocessing cache; return the preprocessed cases by id."""
-    cb = callbacks or Callbacks()
-    plans = load_plans(run_dir / "plans.json")
     dataset, train_ids, val_ids = _run_cases(run_dir)
+    return _preprocess(run_dir, load_plans(run_dir / "plans.json"), dataset, train_ids + val_ids, callbacks)
+
+
+def _preprocess(
+    run_dir: Path, plans: Plans, dataset: Dataset, ids: list[str], callbacks: Callbacks | None
+) -> dict[str, PreprocessedCase]:
     by_id = {c.case_id: c for c in dataset.labelled_cases}
-    missing = [i for i in train_ids + val_ids if i not in by_id]
+    missing = [i for i in ids if i not in by_id]
     if missing:
         raise DataError(dataset.root, f"case(s) {missing[:3]} of the run's split are gone from the dataset")
-    cases = [by_id[i] for i in train_ids + val_ids]
-    paths = preprocess_dataset(cases, plans.data, run_dir / "preprocessed", _step(cb, "preprocess", len(cases)))
+    cases = [by_id[i] for i in ids]
+    advance = _step(callbacks or Callbacks(), "preprocess", len(cases))
+    paths = preprocess_dataset(cases, plans.data, run_dir / "preprocessed", advance)
     return {p.stem: load_preprocessed(p) for p in paths}
 
 
@@ -209,8 +214,8 @@ def train_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callback
             raise DataError(run_dir, "nothing to resume: no plans.json in the run folder")
         plan_run(dataset_root, run_dir, options, cb)
     plans = load_plans(run_dir / "plans.json")
-    loaded = preprocess_run(run_dir, cb)
-    dataset, train_ids, val_ids = _run_cases(run_dir)
+    dataset, train_ids, val_ids = _run_cases(run_dir)  # one dataset scan for preprocessing and evaluation
+    loaded = _preprocess(run_dir, plans, dataset, train_ids + val_ids, cb)
     fit(
         plans,
         [loaded[i] for i in train_ids],
