@@ -13,9 +13,9 @@ from contextlib import nullcontext
 
 import torch
 
-from medseg.losses import DeepSupervisionLoss, DiceCELoss
-from medseg.models.config import nnunet_config
+from medseg.losses.dice import DeepSupervisionLoss, DiceCELoss
 from medseg.models.registry import build_model
+from medseg.models.unet_config import nnunet_config
 
 
 def step_time(ndim: int, patch: tuple[int, ...], batch: int, bf16: bool, repeats: int = 6) -> float:

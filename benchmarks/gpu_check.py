@@ -25,8 +25,8 @@ def main() -> int:
 
     import torch
 
-    from medseg.data.synthetic import SyntheticSpec, write_dataset
-    from medseg.pipeline import TrainOptions, train_run
+    from medseg.synthetic import SyntheticSpec, write_dataset
+    from medseg.workflow import TrainOptions, train_run
 
     if not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)

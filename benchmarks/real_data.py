@@ -34,7 +34,7 @@ def main() -> int:
     if not source.is_dir():
         print(f"{source} not found: this benchmark needs ../shared/data", file=sys.stderr)
         return 2
-    medseg = [sys.executable, "-m", "medseg.cli"]
+    medseg = [sys.executable, "-m", "medseg.apps.cli.app"]
     args.out.mkdir(parents=True, exist_ok=True)
     data = source
     if args.dataset == "jsrt":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medseg.data.synthetic import SyntheticSpec, write_dataset
+from medseg.synthetic import SyntheticSpec, write_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPEC_2D = SyntheticSpec(ndim=2, shape=(64, 64))

@@ -2,7 +2,7 @@
 naming the file and the problem, the documented exit code, no traceback and nothing half-written.
 
 The corpus is built here from a clean synthetic dataset (no committed binaries). Most commands run through
-``medseg.cli.main()`` in-process (exact exit code and stderr, fast); a representative subset runs as a real
+``medseg.apps.cli.app.main()`` in-process (exact exit code and stderr, fast); a representative subset runs as a real
 subprocess. docs/reliability.md lists every case with the message the user sees.
 """
 
@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.cli import main
-from medseg.data.io import Geometry, read_image, read_label, write_image
-from medseg.data.synthetic import SyntheticSpec, write_dataset
-from medseg.pipeline import TrainOptions, train_run
+from medseg.apps.cli.app import main
+from medseg.io.images import Geometry, read_image, read_label, write_image
+from medseg.synthetic import SyntheticSpec, write_dataset
+from medseg.workflow import TrainOptions, train_run
 
 SPEC_3D = SyntheticSpec(ndim=3, shape=(8, 48, 48))
 SPEC_2D = SyntheticSpec(ndim=2, shape=(64, 64))
@@ -55,9 +55,9 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: p
 
 
 def run_process(args: list[str]) -> Result:
-    """``python -m medseg.cli ARGS`` as a real process (start-up costs ~1.5 s: used for a subset)."""
+    """``python -m medseg.apps.cli.app ARGS`` as a real process (start-up costs ~1.5 s: used for a subset)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "medseg.cli", *args],
+        [sys.executable, "-m", "medseg.apps.cli.app", *args],
         capture_output=True,
         encoding="utf-8",
         errors="replace",
@@ -295,8 +295,8 @@ def test_plan_and_train_refuse_before_writing(name: str, command: str, dataset: 
 
 
 def test_direction_mismatch_message_shows_the_directions(dataset: Path) -> None:
-    from medseg.data.check import check_dataset
-    from medseg.data.dataset import load_dataset
+    from medseg.datasets.check import check_dataset
+    from medseg.datasets.dataset import load_dataset
 
     path, _ = broken_copy(dataset, "direction-mismatch")
     messages = [p.message for p in check_dataset(load_dataset(dataset)).problems if p.path == path]

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medseg.data.dataset import load_dataset
-from medseg.data.io import read_image, read_label
+from medseg.datasets.dataset import load_dataset
 from medseg.inference.predictor import Predictor, _output_name
-from medseg.models.config import nnunet_config
+from medseg.io.images import read_image, read_label
 from medseg.models.registry import build_model
-from medseg.planning import Budget, fingerprint, make_plans
+from medseg.models.unet_config import nnunet_config
+from medseg.planning.plans import Budget, fingerprint, make_plans
 
 
 def _predictor(root: Path, spacing: tuple[float, ...] | None = None) -> Predictor:

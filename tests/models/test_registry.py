@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError
-from medseg.models.config import UNetConfig
 from medseg.models.registry import MODELS, build_model
+from medseg.models.unet_config import UNetConfig
 
 # Tracing and the TorchScript ONNX exporter warn about torch's own internals (instance norm's shape
 # check); the messages are attributed to torch modules, so our own code's warnings still fail the tests.

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from medseg.errors import ConfigError
 from medseg.models.blocks import crop_spatial, pad_to_multiple
-from medseg.models.config import UNetConfig, classic_config, nnunet_config
 from medseg.models.unet import UNet
+from medseg.models.unet_config import UNetConfig, classic_config, nnunet_config
 
 TINY_3D = {
     "ndim": 3,

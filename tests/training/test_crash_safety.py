@@ -2,7 +2,7 @@
 
 After every kill: each checkpoint present loads, no visible half-written file exists (temporary files are
 hidden ``.NAME.tmp-*`` files), at most the epoch in flight is lost, and ``--resume`` carries on. Finally an
-ordinary ``python -m medseg.cli train --resume`` finishes the run with exactly one log line per epoch, and
+ordinary ``python -m medseg.apps.cli.app train --resume`` finishes the run with exactly one log line per epoch, and
 (``--deterministic``) with the very weights of an uninterrupted run.
 
 To keep this affordable on a busy 2-core machine, the run is planned first (as ``medseg plan`` would) and
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medseg.data.synthetic import SyntheticSpec, write_dataset
-from medseg.pipeline import TrainOptions, train_run
+from medseg.synthetic import SyntheticSpec, write_dataset
 from medseg.training.checkpoint import load_checkpoint
+from medseg.workflow import TrainOptions, train_run
 from tests.training.tiny_runs import PRELOAD, plan_tiny_run, run_cli
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     assert len([m for m in moments if m != "exited"]) == KILLS, moments
 
     done = subprocess.run(
-        [sys.executable, "-m", "medseg.cli", *_argv(dataset, run, resume=True)],
+        [sys.executable, "-m", "medseg.apps.cli.app", *_argv(dataset, run, resume=True)],
         capture_output=True,
         encoding="utf-8",
         errors="replace",

@@ -12,11 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from medseg.cli import app
-from medseg.data.io import read_label
-from medseg.data.synthetic import SyntheticSpec, write_dataset
-from medseg.pipeline import TrainOptions, train_run
+from medseg.apps.cli.app import app
+from medseg.io.images import read_label
+from medseg.synthetic import SyntheticSpec, write_dataset
 from medseg.training.checkpoint import load_checkpoint
+from medseg.workflow import TrainOptions, train_run
 from tests.training.tiny_runs import plan_tiny_run
 
 OPTIONS = TrainOptions(epochs=2, iterations_per_epoch=2, val_every=2, device="cpu", folds=3, deterministic=True)

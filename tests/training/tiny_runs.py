@@ -1,6 +1,6 @@
 """Helpers for tests that train: a tiny planned run, and ``medseg ARGS`` in a forked, pre-loaded process.
 
-``python -m medseg.cli`` spends ~2-3 s importing torch before it does anything; forking from a server that
+``python -m medseg.apps.cli.app`` spends ~2-3 s importing torch before it does anything; forking from a server that
 imported medseg once (``multiprocessing`` 'forkserver' with :data:`PRELOAD`) makes each training process
 start in ~0.1 s, so test_crash_safety can afford many kills.
 """
@@ -11,14 +11,21 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from medseg.config import Plans, save_plans
-from medseg.pipeline import TrainOptions, plan_run
+from medseg.config.plans import Plans, save_plans
+from medseg.workflow import TrainOptions, plan_run
 
 __all__ = ["PRELOAD", "plan_tiny_run", "run_cli"]
 
 # modules the fork server imports once: torch (with torch._dynamo, which the optimiser's first step imports),
 # the CLI, the training pipeline and the report (matplotlib)
-PRELOAD = ["torch", "torch._dynamo", "medseg.cli", "medseg.cli_views", "medseg.pipeline", "medseg.report"]
+PRELOAD = [
+    "torch",
+    "torch._dynamo",
+    "medseg.apps.cli.app",
+    "medseg.apps.cli.views",
+    "medseg.workflow",
+    "medseg.evaluation.report",
+]
 
 
 def run_cli(argv: list[str], output: str) -> None:
@@ -33,7 +40,7 @@ def run_cli(argv: list[str], output: str) -> None:
     os.close(fd)
     import torch
 
-    from medseg.cli import app
+    from medseg.apps.cli.app import app
 
     torch.set_num_threads(1)
     app(argv, prog_name="medseg")

@@ -4,7 +4,7 @@ back to the original grid, post-process, write in the input's format and geometr
 Memory: when the planned spacing equals the scan's (and nothing is cropped), labels come straight from
 :func:`~medseg.inference.sliding_window.sliding_window_labels`, which never holds a per-class float map of
 the volume. Otherwise the network-grid logits are resampled one class at a time
-(:func:`~medseg.data.preprocess.logits_to_labels`), so the full-resolution memory is two float maps and
+(:func:`~medseg.preprocessing.forward.logits_to_labels`), so the full-resolution memory is two float maps and
 the label map; only ``save_probabilities`` keeps one float map per class, as asked.
 """
 
@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medseg.config import Plans, load_plans
-from medseg.data.io import Geometry, case_stem, read_channels, write_image
-from medseg.data.preprocess import CaseProperties, logits_to_labels, logits_to_probabilities, preprocess_image
+from medseg.config.plans import Plans, load_plans
 from medseg.errors import DataError
 from medseg.fileutil import atomic_path
+from medseg.inference.postprocessing import PostProcessing, apply_postprocessing, apply_postprocessing_mask
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_labels, sliding_window_logits
+from medseg.io.images import Geometry, case_stem, read_channels, write_image
 from medseg.models.registry import build_model
-from medseg.postprocess import PostProcessing, apply_postprocessing, apply_postprocessing_mask
+from medseg.preprocessing.forward import CaseProperties, logits_to_labels, logits_to_probabilities, preprocess_image
 from medseg.training.checkpoint import load_checkpoint
 
 __all__ = ["PredictOptions", "Predictor"]

@@ -1,6 +1,6 @@
 """Networks of the U-Net family and their configuration.
 
-The configuration (:mod:`medseg.models.config`) is pure Python; the networks need torch, which is imported
+The configuration (:mod:`medseg.models.unet_config`) is pure Python; the networks need torch, which is imported
 only when one of them is first used (``medseg.models.UNet``), so reading plans stays light.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from medseg.models.config import MODEL_PRESETS, UNetConfig, classic_config, nnunet_config
+from medseg.models.unet_config import MODEL_PRESETS, UNetConfig, classic_config, nnunet_config
 
 if TYPE_CHECKING:
     from medseg.models.registry import MODELS, build_model

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medseg.models.config import UNetConfig
+from medseg.models.unet_config import UNetConfig
 
 __all__ = [
     "ConvNormAct",

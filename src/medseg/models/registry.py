@@ -1,7 +1,7 @@
 """Every network medseg can build, by name: one literal dict, filled where it is defined.
 
 Example:
-    >>> from medseg.models.config import classic_config
+    >>> from medseg.models.unet_config import classic_config
     >>> net = build_model(classic_config(2, in_channels=1, out_channels=2, base_features=4), "unet")
     >>> type(net).__name__
     'UNet'
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from medseg.errors import ConfigError
-from medseg.models.config import UNetConfig
 from medseg.models.unet import UNet
+from medseg.models.unet_config import UNetConfig
 
 __all__ = ["MODELS", "ModelFactory", "build_model"]
 

@@ -1,8 +1,8 @@
 """The U-Net, in 2D and 3D from the same code: encoder -> decoder -> head.
 
 The topology (depth, widths, per-axis kernels and strides, norm, activation, down/up-sampling) comes from a
-:class:`~medseg.models.config.UNetConfig`; see :func:`~medseg.models.config.classic_config` for the original
-U-Net and :func:`~medseg.models.config.nnunet_config` for nnU-Net's self-configured one.
+:class:`~medseg.models.unet_config.UNetConfig`; see :func:`~medseg.models.unet_config.classic_config` for the original
+U-Net and :func:`~medseg.models.unet_config.nnunet_config` for nnU-Net's self-configured one.
 
 Example:
     >>> import torch
@@ -29,7 +29,7 @@ from medseg.models.blocks import (
     negative_slope,
     pad_to_multiple,
 )
-from medseg.models.config import UNetConfig
+from medseg.models.unet_config import UNetConfig
 
 __all__ = ["Decoder", "Encoder", "UNet"]
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from medseg.config import TrainConfig
-from medseg.data.augment import augment, rotation_context
-from medseg.data.preprocess import PreprocessedCase
-from medseg.data.sampling import PatchSampler, class_locations
+from medseg.config.plans import TrainConfig
+from medseg.preprocessing.forward import PreprocessedCase
+from medseg.training.sampling import PatchSampler, class_locations
+from medseg.transforms.augment import augment, rotation_context
 
 __all__ = ["PatchDataset", "RunIndices", "make_loader"]
 

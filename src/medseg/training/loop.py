@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.config import Plans
-from medseg.data.preprocess import PreprocessedCase
+from medseg.config.plans import Plans
 from medseg.fileutil import atomic_write_text
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_logits
-from medseg.losses import DeepSupervisionLoss, DiceBCELoss, DiceCELoss
+from medseg.losses.dice import DeepSupervisionLoss, DiceBCELoss, DiceCELoss
 from medseg.models.registry import build_model
+from medseg.preprocessing.forward import PreprocessedCase
 from medseg.training.batches import PatchDataset, make_loader
 from medseg.training.checkpoint import load_checkpoint, save_checkpoint
 from medseg.training.optim import build_optimizer, lr_factor, set_lr

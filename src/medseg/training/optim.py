@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from medseg.config import TrainConfig
+from medseg.config.plans import TrainConfig
 
 __all__ = ["build_optimizer", "lr_factor", "set_lr"]
 

@@ -1,0 +1,285 @@
+"""The ``medseg`` command line: one typer app; each command imports what it needs when it runs, so that
+``medseg --help`` answers at once.
+
+Errors caused by input (:class:`~medseg.errors.MedsegError`) are printed as one line on stderr with exit
+code 2; ``medseg check`` exits 1 when it found problems.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from medseg.errors import MedsegError
+
+app = typer.Typer(
+    name="medseg",
+    help="Semantic segmentation of medical images with the U-Net family.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+logger = logging.getLogger("medseg")
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug messages.")] = False) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, show_time=False, markup=False)],
+    )
+    for noisy in ("matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def check(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder (MSD, nnU-Net v2, or images/ + masks/).")],
+    per_case: Annotated[bool, typer.Option("--per-case/--summary", help="Print one table row per case.")] = True,
+) -> None:
+    """Validate every case; print a table and every problem. Exit 0 if clean, 1 if problems were found."""
+    from medseg.apps.cli.views import check_command
+
+    raise typer.Exit(check_command(dataset, per_case=per_case))
+
+
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="Dataset folder in any layout medseg reads.")],
+    out: Annotated[Path, typer.Argument(help="New folder for the converted dataset (must not exist).")],
+    layout: Annotated[str, typer.Option(help="Target layout: nnunet or msd.")] = "nnunet",
+    file_ending: Annotated[str, typer.Option(help="File format of the output files.")] = ".nii.gz",
+    resize_images_to_masks: Annotated[
+        bool, typer.Option(help="Block-average images that are an exact integer multiple of their masks' size.")
+    ] = False,
+    name: Annotated[str, typer.Option(help="Dataset name in dataset.json (default: the source folder name).")] = "",
+) -> None:
+    """Convert a dataset (images/ + masks/, DICOM series folders, MSD) into the nnU-Net v2 (or MSD) layout."""
+    from medseg.apps.cli.views import convert_command
+    from medseg.datasets.convert import ConvertOptions
+
+    options = ConvertOptions(
+        layout=layout, file_ending=file_ending, resize_images_to_masks=resize_images_to_masks, name=name
+    )
+    convert_command(source, out, options)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Argument(help="New folder for the synthetic dataset (must not exist).")],
+    cases: Annotated[int, typer.Option(min=1, help="Number of labelled cases.")] = 20,
+    ndim: Annotated[int, typer.Option(min=2, max=3, help="2 for slices, 3 for volumes.")] = 3,
+    layout: Annotated[str, typer.Option(help="msd, nnunet or folder.")] = "msd",
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same dataset.")] = 0,
+    overlapping: Annotated[bool, typer.Option(help="Overlapping binary structures instead of a label map.")] = False,
+) -> None:
+    """Write a synthetic CT-like dataset (lungs, heart, aorta) in any supported layout."""
+    from medseg.synthetic import SyntheticSpec, write_dataset
+
+    spec = SyntheticSpec(ndim=ndim) if ndim == 3 else SyntheticSpec(ndim=2, shape=(128, 128))
+    write_dataset(out, spec, n_cases=cases, seed=seed, layout=layout, overlapping=overlapping)
+    typer.echo(f"wrote {cases} synthetic {ndim}D cases to {out} ({layout} layout)")
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder (any layout `medseg check` reads).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create (or to continue with --resume).")],
+    epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the plan's default).")] = 0,
+    time_budget: Annotated[
+        str, typer.Option(help="Stop cleanly when this much training time is spent, e.g. 10m, 1h30m, 90s.")
+    ] = "",
+    iterations: Annotated[int, typer.Option(min=0, help="Iterations per epoch (0: as planned).")] = 0,
+    fold: Annotated[int, typer.Option(min=0, help="Cross-validation fold held out for validation.")] = 0,
+    folds: Annotated[int, typer.Option(min=2, help="Number of cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of weights, split and data sampling.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    deterministic: Annotated[bool, typer.Option(help="Bit-identical results for the same seed (CPU).")] = False,
+    optimizer: Annotated[
+        str, typer.Option(help="sgd (Nesterov) or adamw (default: as planned: sgd on CUDA, adamw on CPU).")
+    ] = "",
+    schedule: Annotated[str, typer.Option(help="poly or cosine (default: as planned, poly).")] = "",
+    amp: Annotated[
+        str,
+        typer.Option(help="auto, off, bf16 or fp16 (auto: bf16/fp16 on CUDA; on CPU bf16 if measured faster)."),
+    ] = "",
+    val_every: Annotated[int, typer.Option(min=0, help="Validate every N epochs (0: as planned).")] = 0,
+    model: Annotated[str, typer.Option(help="Model preset: nnunet or classic.")] = "nnunet",
+) -> None:
+    """Plan, preprocess and train a U-Net; then predict, evaluate and report the held-out fold."""
+    from medseg.apps.cli.views import train_command
+    from medseg.workflow import TrainOptions
+
+    options = TrainOptions(
+        epochs=epochs,
+        time_budget_s=_duration(time_budget),
+        iterations_per_epoch=iterations,
+        fold=fold,
+        folds=folds,
+        seed=seed,
+        device=device,
+        resume=resume,
+        deterministic=deterministic,
+        optimizer=optimizer,
+        schedule=schedule,
+        amp=amp,
+        val_every=val_every,
+        model_preset=model,
+    )
+    train_command(dataset, out, options)
+
+
+@app.command()
+def plan(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder (any layout `medseg check` reads).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")],
+    fold: Annotated[int, typer.Option(min=0, help="Cross-validation fold held out for validation.")] = 0,
+    folds: Annotated[int, typer.Option(min=2, help="Number of cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of weights, split and data sampling.")] = 0,
+    device: Annotated[str, typer.Option(help="Plan for this device: auto, cpu or cuda.")] = "auto",
+    epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the device's default).")] = 0,
+) -> None:
+    """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`)."""
+    from rich.console import Console
+
+    from medseg.apps.cli.views import TrainingView
+    from medseg.workflow import Callbacks, TrainOptions, plan_run
+
+    options = TrainOptions(fold=fold, folds=folds, seed=seed, device=device, epochs=epochs)
+    with TrainingView() as view:
+        plans = plan_run(dataset, out, options, Callbacks(on_step=view.step))
+    t = plans.train
+    Console().print(
+        f"plans: {out / 'plans.json'}\n  target spacing {plans.data.target_spacing}, patch {t.patch_size}, "
+        f"batch {t.batch_size}, features {plans.model.features}, {t.optimizer} lr {t.learning_rate}"
+    )
+
+
+@app.command()
+def preprocess(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `medseg plan`.")],
+) -> None:
+    """Crop, resample and normalise every case of a planned run into RUN/preprocessed (the cache training uses)."""
+    from rich.console import Console
+
+    from medseg.apps.cli.views import TrainingView
+    from medseg.workflow import Callbacks, preprocess_run
+
+    with TrainingView() as view:
+        cases = preprocess_run(run, Callbacks(on_step=view.step))
+    Console().print(f"{len(cases)} cases preprocessed into {run / 'preprocessed'}")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `medseg train`.")],
+    inputs: Annotated[Path, typer.Argument(help="A scan (file or DICOM folder) or a folder of scans.")],
+    output: Annotated[Path, typer.Argument(help="Folder for the predictions (named like the inputs).")],
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    overlap: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(min=0.0, max=0.95, help="Sliding-window overlap (default: as planned)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=0, help="Windows per forward pass (0: as planned).")] = 0,
+    tta: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--tta/--no-tta", help="Mirroring test-time augmentation (default: as planned)."),
+    ] = None,
+    save_probabilities: Annotated[bool, typer.Option(help="Also write per-class probabilities (.npz).")] = False,
+    largest_component: Annotated[bool, typer.Option(help="Keep the largest connected component per class.")] = False,
+    min_voxels: Annotated[int, typer.Option(min=0, help="Remove components smaller than this.")] = 0,
+    fill_holes: Annotated[bool, typer.Option(help="Fill enclosed holes in each class.")] = False,
+    continue_: Annotated[bool, typer.Option("--continue", help="Skip inputs whose prediction already exists.")] = False,
+) -> None:
+    """Segment scans with a trained run; outputs keep each input's format, geometry and file name."""
+    from medseg.apps.cli.views import predict_command
+    from medseg.inference.postprocessing import PostProcessing
+    from medseg.inference.predictor import PredictOptions
+
+    post = PostProcessing(largest_component=largest_component, min_voxels=min_voxels, fill_holes=fill_holes)
+    options = PredictOptions(
+        checkpoint=checkpoint,
+        overlap=overlap,
+        batch_size=batch_size or None,
+        tta=tta,
+        save_probabilities=save_probabilities,
+        postprocessing=post,
+        skip_existing=continue_,
+    )
+    predict_command(run, inputs, output, device, options)
+
+
+@app.command()
+def evaluate(
+    predictions: Annotated[Path, typer.Argument(help="Folder of predicted label files.")],
+    references: Annotated[Path, typer.Argument(help="Folder of reference label files (same file names).")],
+    out: Annotated[
+        Optional[Path],  # noqa: UP045 (typer needs Optional)
+        typer.Option("--out", "-o", help="Where metrics.json/.csv go (default: PREDICTIONS)."),
+    ] = None,
+    run: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Run folder whose plans name the classes (default: discovered from the references)."),
+    ] = None,
+    nsd_tolerance: Annotated[float, typer.Option(min=0.0, help="Normalised surface Dice tolerance in mm.")] = 1.0,
+) -> None:
+    """Dice, IoU, HD95, HD, ASSD, NSD, sensitivity, specificity and precision per case and class."""
+    from medseg.apps.cli.views import evaluate_command
+
+    evaluate_command(predictions, references, out or predictions, run, nsd_tolerance)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = Path(
+        "medseg-demo"
+    ),
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs (25 iterations each).")] = 8,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Generate synthetic chest CT slices, train, predict held-out scans, evaluate and write the report."""
+    from medseg.apps.cli.views import demo_command
+
+    demo_command(out, epochs, device)
+
+
+def _duration(text: str) -> float:
+    """'90s', '10m', '1h30m', '2h' or plain seconds -> seconds (0 for empty)."""
+    import re
+
+    text = text.strip().lower()
+    if not text:
+        return 0.0
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", text)
+    if not parts or not any(parts.groups()):
+        raise typer.BadParameter(f"cannot read duration '{text}' (examples: 90s, 10m, 1h30m)")
+    h, m, s = (float(g) if g else 0.0 for g in parts.groups())
+    return h * 3600 + m * 60 + s
+
+
+def main() -> None:
+    """Console entry point: run the app and turn input errors into one line and exit code 2."""
+    try:
+        app()
+    except MedsegError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

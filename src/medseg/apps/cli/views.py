@@ -1,0 +1,268 @@
+"""What the CLI commands show: rich tables and progress bars around library calls (no logic of their own)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from medseg.datasets.check import CheckReport, check_dataset
+from medseg.datasets.convert import ConvertOptions, convert_dataset
+from medseg.datasets.dataset import load_dataset
+
+__all__ = ["check_command", "convert_command", "progress_bar"]
+
+
+@contextmanager
+def progress_bar(description: str, total: int, console: Console | None = None) -> Iterator[Callable[[], None]]:
+    """A rich progress bar; yields a function to call once per finished item."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
+
+
+def check_command(root: Path, *, per_case: bool = True) -> int:
+    """Run ``medseg check``; return the exit code (0 clean, 1 problems)."""
+    console = Console()
+    dataset = load_dataset(root)
+    with progress_bar("checking", len(dataset.cases) + len(dataset.test_cases)) as advance:
+        report = check_dataset(dataset, progress=advance)
+    if per_case:
+        console.print(_case_table(report))
+    console.print(_summary_table(report))
+    if report.problems:
+        console.print(f"[bold red]{len(report.problems)} problem(s) found:[/]")
+        for problem in report.problems:
+            console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+        return 1
+    console.print("[bold green]no problems found[/]")
+    return 0
+
+
+def _case_table(report: CheckReport) -> Table:
+    names = report.dataset.label_names
+    table = Table(title=f"{report.dataset.root} ({report.dataset.layout} layout)")
+    for column in ("case", "channels", "shape", "spacing (mm)", "intensity range", "label voxels"):
+        table.add_column(column)
+    for case in report.cases:
+        labels = ", ".join(f"{names.get(k, k)}={n}" for k, n in case.label_counts.items())
+        table.add_row(
+            case.case_id,
+            str(case.channels),
+            "×".join(map(str, case.shape)),
+            "×".join(f"{s:.3g}" for s in case.spacing),
+            f"{case.intensity_min:.4g} … {case.intensity_max:.4g}",
+            labels,
+        )
+    return table
+
+
+def _summary_table(report: CheckReport) -> Table:
+    ds = report.dataset
+    table = Table(title="dataset summary", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    labelled = len(ds.labelled_cases)
+    table.add_row("layout", ds.layout)
+    table.add_row("cases", f"{len(ds.cases)} training ({labelled} labelled), {len(ds.test_cases)} test")
+    table.add_row("channels", f"{len(ds.channel_names)}: {', '.join(ds.channel_names)}")
+    kind = "overlapping structures" if ds.multilabel else "labels"
+    totals = report.label_totals()
+    label_text = ", ".join(
+        f"{k}={name}"
+        + (f" (value {ds.label_values[k]})" if not ds.multilabel and ds.label_values[k] != k else "")
+        + f": {totals.get(k, 0)} voxels"
+        for k, name in ds.label_names.items()
+    )
+    table.add_row(kind, f"{len(ds.label_names)}: {label_text}")
+    if report.cases:
+        shapes = np.array([c.shape for c in report.cases if len(c.shape) == len(report.cases[0].shape)])
+        spacings = np.array([c.spacing for c in report.cases if len(c.spacing) == len(report.cases[0].spacing)])
+        table.add_row(
+            "shape min / median / max",
+            " / ".join("×".join(str(int(v)) for v in f(shapes, axis=0)) for f in (np.min, np.median, np.max)),
+        )
+        table.add_row("spacing median (mm)", "×".join(f"{v:.3g}" for v in np.median(spacings, axis=0)))
+        low = min(c.intensity_min for c in report.cases)
+        high = max(c.intensity_max for c in report.cases)
+        table.add_row("intensity range", f"{low:.4g} … {high:.4g}")
+    table.add_row("problems", str(len(report.problems)))
+    return table
+
+
+def convert_command(source: Path, out: Path, options: ConvertOptions) -> None:
+    dataset = load_dataset(source)
+    total = len(dataset.cases) + len(dataset.test_cases)
+    with progress_bar("converting", total) as advance:
+        convert_dataset(dataset, out, options, progress=advance)
+    Console().print(f"converted {total} cases from {source} ({dataset.layout}) to {out} ({options.layout})")
+
+
+class TrainingView:
+    """Rich progress for training: one bar per step (fingerprint, preprocess, ...) and one per epoch with
+    loss, iterations/s and ETA; one summary line per epoch."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.task: Any = None
+        self.epoch = 0
+
+    def __enter__(self) -> TrainingView:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def step(self, name: str, total: int) -> Callable[[], None]:
+        task = self.progress.add_task(name, total=total, info="", rate="")
+        return lambda: self.progress.advance(task)
+
+    def iteration(self, done: int, total: int, loss: float) -> None:
+        if self.task is None or done == 1:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.epoch += 1
+            self.task = self.progress.add_task(f"epoch {self.epoch}", total=total, info="", rate="")
+            self.started = time.perf_counter()
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(self.task, completed=done, info=f"loss {loss:.4f}", rate=f"{rate:.2f} it/s")
+
+    def epoch_done(self, result: Any) -> None:
+        self.epoch = result.epoch
+        dice = f"  val Dice {result.val_dice:.4f}" if result.val_dice is not None else ""
+        self.console.print(
+            f"epoch {result.epoch}: loss {result.train_loss:.4f}  lr {result.lr:.2e}  {result.seconds:.1f} s{dice}"
+        )
+
+
+def train_command(dataset: Path, out: Path, options: Any) -> None:
+    from medseg.workflow import Callbacks, train_run
+
+    with TrainingView() as view:
+        callbacks = Callbacks(on_step=view.step, on_iteration=view.iteration, on_epoch=view.epoch_done)
+        train_run(dataset, out, options, callbacks)
+    _print_metrics(out / "metrics.json", f"validation fold {options.fold}")
+    Console().print(f"run folder: {out}\nreport: {out / 'report.html'}")
+
+
+def _print_metrics(path: Path, title: str) -> None:
+    import json
+
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    table = Table(title=f"{title} ({len(metrics['cases'])} cases)")
+    for column in ("class", "Dice", "IoU", "HD95 (mm)", "ASSD (mm)", "NSD"):
+        table.add_column(column)
+    for k, name in metrics["classes"].items():
+        s = metrics["summary"][k]
+        row = [
+            f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f}" if s[m]["mean"] is not None else "–"
+            for m in ("dice", "iou", "hd95", "assd", "nsd")
+        ]
+        table.add_row(name, *row)
+    Console().print(table)
+
+
+def predict_command(run: Path, inputs: Path, output: Path, device: str, options: Any) -> None:
+    from medseg.errors import DataError
+    from medseg.fileutil import compound_suffix
+    from medseg.inference.predictor import Predictor
+    from medseg.io.images import SUPPORTED_SUFFIXES
+    from medseg.workflow import resolve_device
+
+    if not inputs.exists():
+        raise DataError(inputs, "input not found")
+    if inputs.is_file() or not _has_images(inputs):
+        files = [inputs]  # one scan: a file, or a DICOM series folder
+    else:
+        files = sorted(
+            p
+            for p in inputs.iterdir()
+            if not p.name.startswith(".") and ((p.is_file() and compound_suffix(p) in SUPPORTED_SUFFIXES) or p.is_dir())
+        )
+    if not files:
+        raise DataError(inputs, "no scans with a supported suffix", f"supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    predictor = Predictor.from_run(run, resolve_device(device), options)
+    groups = _group_channels(files, len(predictor.plans.data.channel_names))
+    with progress_bar("predicting", len(groups)) as advance:
+        written = predictor.predict_files(groups, output, advance)
+    Console().print(f"wrote {len(written)} file(s) to {output}")
+
+
+def _has_images(folder: Path) -> bool:
+    from medseg.fileutil import compound_suffix
+    from medseg.io.images import SUPPORTED_SUFFIXES
+
+    return any(compound_suffix(p) in SUPPORTED_SUFFIXES for p in folder.iterdir()) or any(
+        p.is_dir() for p in folder.iterdir()
+    )
+
+
+def _group_channels(files: list[Path], n_channels: int) -> list[tuple[str, tuple[Path, ...]]]:
+    """nnU-Net per-channel files CASE_0000, CASE_0001, ... form one case when the model has several channels."""
+    import re
+
+    from medseg.io.images import case_stem
+
+    if n_channels == 1:
+        return [(case_stem(f), (f,)) for f in files]
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        match = re.match(r"^(.+)_(\d{4})$", case_stem(f))
+        groups.setdefault(match.group(1) if match else case_stem(f), []).append(f)
+    return [(k, tuple(sorted(v))) for k, v in sorted(groups.items())]
+
+
+def evaluate_command(predictions: Path, references: Path, out: Path, run: Path | None, tolerance: float) -> None:
+    from medseg.config.plans import load_plans
+    from medseg.evaluation.evaluate import discover_pairs, evaluate_pairs, labels_from_references, write_metrics
+    from medseg.workflow import labels_of
+
+    labels = labels_of(load_plans(run / "plans.json")) if run else labels_from_references(references)
+    pairs = discover_pairs(predictions, references, labels)
+    with progress_bar("evaluating", len(pairs)) as advance:
+        metrics = evaluate_pairs(pairs, labels, nsd_tolerance_mm=tolerance, progress=advance)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = write_metrics(metrics, out)
+    _print_metrics(json_path, "evaluation")
+    Console().print(f"metrics: {json_path}, {csv_path}")
+
+
+def demo_command(out: Path, epochs: int, device: str) -> None:
+    from medseg.apps.cli.demo import run_demo
+    from medseg.workflow import Callbacks
+
+    with TrainingView() as view:
+        callbacks = Callbacks(on_step=view.step, on_iteration=view.iteration, on_epoch=view.epoch_done)
+        result = run_demo(out, epochs=epochs, device=device, callbacks=callbacks)
+    _print_metrics(out / "evaluation" / "metrics.json", "demo: held-out synthetic test scans")
+    console = Console()
+    console.print(f"mean Dice over classes: {result.mean_dice:.4f}")
+    console.print(f"dataset:     {out / 'dataset'}")
+    console.print(f"run folder:  {result.run_dir} (plans.json, checkpoints, log.jsonl, validation report)")
+    console.print(f"predictions: {result.predictions}")
+    console.print(f"report:      {result.report}")

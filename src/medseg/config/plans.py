@@ -1,0 +1,140 @@
+"""Configuration as data: frozen dataclasses serialised to a versioned ``plans.json``.
+
+A run folder's ``plans.json`` holds everything that preprocessing, training and prediction need; an
+experiment variant is a difference in this file or a CLI flag, never a subclass. Unknown keys are errors.
+
+Example:
+    >>> plans = load_plans(Path("run/plans.json"))           # doctest: +SKIP
+    >>> plans.train.patch_size, plans.model.features
+    ((40, 56, 40), (16, 32, 64, 128))
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from medseg.errors import ConfigError
+from medseg.fileutil import atomic_write_json
+from medseg.inference.postprocessing import PostProcessing
+from medseg.models.unet_config import UNetConfig
+from medseg.serial import from_dict, to_dict
+from medseg.transforms.augment import AugmentConfig
+
+__all__ = [
+    "PLANS_VERSION",
+    "DataConfig",
+    "InferConfig",
+    "Plans",
+    "TrainConfig",
+    "load_plans",
+    "save_plans",
+]
+
+PLANS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ChannelNorm:
+    """How one input channel is normalised.
+
+    ``ct``: clip to the dataset's foreground percentiles, then z-score with the dataset's foreground mean/std
+    (Hounsfield units mean the same in every scan). ``zscore``: per-case mean/std (MRI, X-ray, microscopy:
+    arbitrary units that differ between scans).
+    """
+
+    scheme: Literal["ct", "zscore"]
+    clip_low: float = 0.0
+    clip_high: float = 0.0
+    mean: float = 0.0
+    std: float = 1.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the data is and how preprocessing turns it into network input."""
+
+    ndim: int
+    channel_names: tuple[str, ...]
+    label_names: dict[int, str]
+    label_values: tuple[int, ...]  # voxel value in the label files of each class index
+    multilabel: bool
+    target_spacing: tuple[float, ...]  # array axis order, mm
+    normalization: tuple[ChannelNorm, ...]
+    crop_to_nonzero: bool = False
+    file_ending: str = ".nii.gz"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    patch_size: tuple[int, ...]
+    batch_size: int = 2
+    epochs: int = 100
+    iterations_per_epoch: int = 50
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    learning_rate: float = 1e-2
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    schedule: Literal["poly", "cosine"] = "poly"
+    warmup_epochs: int = 0
+    grad_clip: float = 12.0
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    val_every: int = 5
+    include_background: bool = False
+    batch_dice: bool = False
+    foreground_fraction: float = 1 / 3
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    deterministic: bool = False
+    num_workers: int = 1
+    folds: int = 5
+    fold: int = 0
+    time_budget_s: float = 0.0  # 0 = no budget; otherwise stop cleanly when it is spent
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    patch_size: tuple[int, ...]
+    overlap: float = 0.5
+    batch_size: int = 2
+    mirror_axes: tuple[int, ...] = ()
+    postprocessing: PostProcessing = field(default_factory=PostProcessing)
+
+
+@dataclass(frozen=True)
+class Plans:
+    """Everything a run needs; ``version`` guards against files from incompatible versions."""
+
+    dataset_name: str
+    data: DataConfig
+    model: UNetConfig
+    train: TrainConfig
+    infer: InferConfig
+    model_name: str = "unet"
+    version: int = PLANS_VERSION
+
+
+def save_plans(plans: Plans, path: Path) -> None:
+    """Write ``plans`` as JSON atomically."""
+    atomic_write_json(path, to_dict(plans))
+
+
+def load_plans(path: Path) -> Plans:
+    """Read and validate a plans.json; errors name the file and the offending key."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: not found (is this a medseg run folder?)") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must hold a JSON object")
+    version = data.get("version")
+    if version != PLANS_VERSION:
+        raise ConfigError(f"{path}: plans version {version!r}, this medseg reads version {PLANS_VERSION}")
+    try:
+        return from_dict(Plans, data, "plans")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
