@@ -32,7 +32,8 @@ from medseg.fileutil import atomic_path, atomic_write_json
 from medseg.inference.predictor import Predictor, _output_name
 from medseg.io.images import read_channels, read_label
 from medseg.planning.plans import Budget, fingerprint, make_plans
-from medseg.preprocessing.forward import PreprocessedCase, load_preprocessed, preprocess_dataset
+from medseg.preprocessing.cache import load_preprocessed, preprocess_dataset
+from medseg.preprocessing.forward import PreprocessedCase
 from medseg.serial import to_dict
 from medseg.training.loop import LOG, EpochResult, fit
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from medseg.config.postprocessing import PostProcessing
 from medseg.errors import ConfigError
 from medseg.inference.postprocessing import (
-    PostProcessing,
     apply_postprocessing,
     apply_postprocessing_mask,
     fill_holes,

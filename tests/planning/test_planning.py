@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 
 from medseg.datasets.dataset import load_dataset
-from medseg.planning.plans import (
-    Budget,
-    Fingerprint,
-    IntensityStats,
-    fingerprint,
-    make_plans,
-    nonzero_bbox,
-    target_spacing,
-)
+from medseg.planning.plans import Budget, Fingerprint, IntensityStats, fingerprint, make_plans, target_spacing
+from medseg.preprocessing.forward import nonzero_bbox
 
 
 def _fp(shapes, spacings, channel="CT") -> Fingerprint:  # type: ignore[no-untyped-def]

@@ -5,13 +5,9 @@ import torch
 
 from medseg.config.plans import ChannelNorm, DataConfig
 from medseg.io.images import Geometry
-from medseg.preprocessing.forward import (
-    _label_argmax,
-    logits_to_labels,
-    logits_to_probabilities,
-    normalize,
-    preprocess_image,
-)
+from medseg.preprocessing.forward import normalize, preprocess_image
+from medseg.preprocessing.resample import resample_label
+from medseg.preprocessing.inverse import logits_to_labels, logits_to_probabilities
 
 
 def _data(spacing=(1.0, 1.0), crop=False, scheme="zscore") -> DataConfig:  # type: ignore[no-untyped-def]
@@ -42,7 +38,7 @@ def test_resampling_halves_shape_and_label_argmax_keeps_classes() -> None:
     label = np.zeros((40, 30), np.uint8)
     label[10:30, 5:15] = 1
     label[10:30, 15:25] = 2
-    small = _label_argmax(label, 3, (20, 15))
+    small = resample_label(label, 3, (20, 15))
     assert set(np.unique(small)) == {0, 1, 2}
     assert (small[5:15, 3:7] == 1).all() and (small[5:15, 8:12] == 2).all()
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from medseg.config.augment import AugmentConfig
 from medseg.errors import ConfigError
 from medseg.transforms import (
     add_gaussian_noise,
@@ -22,7 +23,7 @@ from medseg.transforms import (
     rotation_matrix,
     scale_brightness,
 )
-from medseg.transforms.augment import AugmentConfig, AugmentParams, apply_params, augment, draw_params, rotation_context
+from medseg.transforms.augment import AugmentParams, apply_params, augment, draw_params, rotation_context
 
 NO_INTENSITY = {"p_brightness": 0.0, "p_contrast": 0.0, "p_gamma": 0.0, "p_noise": 0.0, "p_blur": 0.0}
 ALL_ON = {"p_spatial": 1.0, "p_brightness": 1.0, "p_contrast": 1.0, "p_gamma": 1.0, "p_noise": 1.0, "p_blur": 1.0}

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from medseg.config.augment import AugmentConfig
+from medseg.config.postprocessing import PostProcessing
 from medseg.errors import ConfigError
 from medseg.fileutil import atomic_write_json
-from medseg.inference.postprocessing import PostProcessing
 from medseg.models.unet_config import UNetConfig
 from medseg.serial import from_dict, to_dict
-from medseg.transforms.augment import AugmentConfig
 
 __all__ = [
     "PLANS_VERSION",

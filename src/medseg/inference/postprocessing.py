@@ -23,15 +23,14 @@ of the classes. On a single-class label map this equals ``scipy.ndimage.binary_f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from medseg.config.postprocessing import PostProcessing
 from medseg.errors import ConfigError
 
 __all__ = [
-    "PostProcessing",
     "apply_postprocessing",
     "apply_postprocessing_mask",
     "fill_holes",
@@ -141,25 +140,6 @@ def fill_holes(labels: np.ndarray, classes: Sequence[int] | None = None) -> np.n
     return out
 
 
-@dataclass(frozen=True)
-class PostProcessing:
-    """Which post-processing steps to run, in the order remove-small → largest component → fill holes.
-
-    ``classes`` limits the steps to these labels (``None``: every foreground label present).
-
-    Example:
-        >>> config = PostProcessing(largest_component=True, min_voxels=10)
-        >>> apply_postprocessing(np.zeros((4, 4), dtype=np.uint8), config).shape
-        (4, 4)
-    """
-
-    largest_component: bool = False
-    min_voxels: int = 0
-    fill_holes: bool = False
-    classes: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        _check_min_voxels(self.min_voxels)
 
 
 def apply_postprocessing(labels: np.ndarray, config: PostProcessing) -> np.ndarray:

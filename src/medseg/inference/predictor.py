@@ -20,13 +20,15 @@ import numpy as np
 import torch
 
 from medseg.config.plans import Plans, load_plans
+from medseg.config.postprocessing import PostProcessing
 from medseg.errors import DataError
 from medseg.fileutil import atomic_path
-from medseg.inference.postprocessing import PostProcessing, apply_postprocessing, apply_postprocessing_mask
+from medseg.inference.postprocessing import apply_postprocessing, apply_postprocessing_mask
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_labels, sliding_window_logits
 from medseg.io.images import Geometry, case_stem, read_channels, write_image
 from medseg.models.registry import build_model
-from medseg.preprocessing.forward import CaseProperties, logits_to_labels, logits_to_probabilities, preprocess_image
+from medseg.preprocessing.forward import CaseProperties, preprocess_image
+from medseg.preprocessing.inverse import logits_to_labels, logits_to_probabilities
 from medseg.training.checkpoint import load_checkpoint
 
 __all__ = ["PredictOptions", "Predictor"]

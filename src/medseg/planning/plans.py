@@ -23,14 +23,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from medseg.config.augment import AugmentConfig
 from medseg.config.plans import ChannelNorm, DataConfig, InferConfig, Plans, TrainConfig
 from medseg.datasets.dataset import Dataset
 from medseg.errors import DataError
 from medseg.io.images import read_channels
 from medseg.models.unet_config import nnunet_config
-from medseg.transforms.augment import AugmentConfig
+from medseg.preprocessing.forward import nonzero_bbox
 
-__all__ = ["Budget", "Fingerprint", "IntensityStats", "fingerprint", "make_plans", "nonzero_bbox"]
+__all__ = ["Budget", "Fingerprint", "IntensityStats", "fingerprint", "make_plans"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,17 +127,6 @@ def fingerprint(dataset: Dataset, *, seed: int = 0, progress: Callable[[], None]
     )
 
 
-def nonzero_bbox(image: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Bounding box (start, stop) of voxels non-zero in any channel of ``image`` (C, *spatial)."""
-    mask = np.any(image != 0, axis=0)
-    if not mask.any():
-        return tuple(0 for _ in mask.shape), tuple(mask.shape)
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        hits = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        lo.append(int(hits[0]))
-        hi.append(int(hits[-1]) + 1)
-    return tuple(lo), tuple(hi)
 
 
 def _intensity_stats(values: np.ndarray) -> IntensityStats:

@@ -203,7 +203,7 @@ def predict(
 ) -> None:
     """Segment scans with a trained run; outputs keep each input's format, geometry and file name."""
     from medseg.apps.cli.views import predict_command
-    from medseg.inference.postprocessing import PostProcessing
+    from medseg.config.postprocessing import PostProcessing
     from medseg.inference.predictor import PredictOptions
 
     post = PostProcessing(largest_component=largest_component, min_voxels=min_voxels, fill_holes=fill_holes)
