@@ -13,7 +13,8 @@ from contextlib import nullcontext
 
 import torch
 
-from medseg.losses.dice import DeepSupervisionLoss, DiceCELoss
+from medseg.losses.deep_supervision import DeepSupervisionLoss
+from medseg.losses.dice import DiceCELoss
 from medseg.models.registry import build_model
 from medseg.models.unet_config import nnunet_config
 

@@ -31,7 +31,8 @@ from medseg.evaluation.evaluate import EvalPair, Labels, evaluate_pairs, write_m
 from medseg.fileutil import atomic_path, atomic_write_json
 from medseg.inference.predictor import Predictor, _output_name
 from medseg.io.images import read_channels, read_label
-from medseg.planning.plans import Budget, fingerprint, make_plans
+from medseg.planning.fingerprint import fingerprint
+from medseg.planning.plans import Budget, make_plans
 from medseg.preprocessing.cache import load_preprocessed, preprocess_dataset
 from medseg.preprocessing.forward import PreprocessedCase
 from medseg.serial import to_dict

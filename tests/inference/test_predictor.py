@@ -11,7 +11,8 @@ from medseg.inference.predictor import Predictor, _output_name
 from medseg.io.images import read_image, read_label
 from medseg.models.registry import build_model
 from medseg.models.unet_config import nnunet_config
-from medseg.planning.plans import Budget, fingerprint, make_plans
+from medseg.planning.fingerprint import fingerprint
+from medseg.planning.plans import Budget, make_plans
 
 
 def _predictor(root: Path, spacing: tuple[float, ...] | None = None) -> Predictor:

@@ -9,13 +9,9 @@ from monai.losses import DiceCELoss as MonaiDiceCELoss
 from monai.losses import DiceLoss as MonaiDiceLoss
 
 from medseg.errors import ConfigError
-from medseg.losses.dice import (
-    DeepSupervisionLoss,
-    DiceBCELoss,
-    DiceCELoss,
-    deep_supervision_weights,
-    soft_dice_per_class,
-)
+from medseg.losses.deep_supervision import DeepSupervisionLoss
+from medseg.losses.dice import DiceBCELoss, DiceCELoss
+from medseg.losses.functional import deep_supervision_weights, soft_dice_per_class
 
 
 def _hand_case() -> tuple[torch.Tensor, torch.Tensor]:

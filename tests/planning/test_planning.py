@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from medseg.datasets.dataset import load_dataset
-from medseg.planning.plans import Budget, Fingerprint, IntensityStats, fingerprint, make_plans, target_spacing
+from medseg.planning.fingerprint import Fingerprint, IntensityStats, fingerprint
+from medseg.planning.plans import Budget, make_plans, target_spacing
 from medseg.preprocessing.forward import nonzero_bbox
 
 

@@ -6,8 +6,8 @@ import torch
 from medseg.config.plans import ChannelNorm, DataConfig
 from medseg.io.images import Geometry
 from medseg.preprocessing.forward import normalize, preprocess_image
-from medseg.preprocessing.resample import resample_label
 from medseg.preprocessing.inverse import logits_to_labels, logits_to_probabilities
+from medseg.preprocessing.resample import resample_label
 
 
 def _data(spacing=(1.0, 1.0), crop=False, scheme="zscore") -> DataConfig:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""Fingerprint a dataset, then plan the whole run from it: a pure function of the fingerprint and the budget.
+"""Plan the whole run from a dataset's fingerprint: a pure function of the fingerprint and the budget.
 
 The heuristics follow nnU-Net v2, scaled to the hardware:
 
@@ -18,52 +18,23 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from medseg.config.augment import AugmentConfig
 from medseg.config.plans import ChannelNorm, DataConfig, InferConfig, Plans, TrainConfig
-from medseg.datasets.dataset import Dataset
-from medseg.errors import DataError
-from medseg.io.images import read_channels
 from medseg.models.unet_config import nnunet_config
-from medseg.preprocessing.forward import nonzero_bbox
+from medseg.planning.fingerprint import Fingerprint, IntensityStats
 
-__all__ = ["Budget", "Fingerprint", "IntensityStats", "fingerprint", "make_plans"]
+__all__ = ["Budget", "make_plans", "mirror_axes", "target_spacing"]
 
 logger = logging.getLogger(__name__)
 
-_SAMPLES_PER_CASE = 10_000
 
 
-@dataclass(frozen=True)
-class IntensityStats:
-    mean: float
-    std: float
-    p00_5: float
-    p99_5: float
 
 
-@dataclass(frozen=True)
-class Fingerprint:
-    """What planning needs to know about a dataset (spacings and shapes in array axis order)."""
-
-    name: str
-    shapes: tuple[tuple[int, ...], ...]
-    spacings: tuple[tuple[float, ...], ...]
-    cropped_shapes: tuple[tuple[int, ...], ...]
-    channel_names: tuple[str, ...]
-    label_names: dict[int, str]
-    label_values: tuple[int, ...]
-    multilabel: bool
-    foreground_intensity: tuple[IntensityStats, ...]
-    file_ending: str
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shapes[0])
 
 
 @dataclass(frozen=True)
@@ -75,67 +46,10 @@ class Budget:
     epochs: int = 0  # 0 = the device's default
 
 
-def fingerprint(dataset: Dataset, *, seed: int = 0, progress: Callable[[], None] | None = None) -> Fingerprint:
-    """Read every labelled case once: shapes, spacings, non-zero crop sizes, foreground intensities."""
-    from medseg.io.images import read_label
-
-    cases = dataset.labelled_cases
-    if not cases:
-        raise DataError(dataset.root, "no labelled cases", "training needs images with masks")
-    rng = np.random.default_rng(seed)
-    shapes, spacings, cropped = [], [], []
-    samples: list[list[np.ndarray]] = []
-    for case in cases:
-        image, geometry = read_channels(list(case.channels))
-        label, _ = read_label(case.label[0])
-        if label.shape != image.shape[1:]:
-            raise DataError(
-                case.label[0],
-                f"label shape {label.shape} differs from image shape {image.shape[1:]}",
-                "run `medseg check` for details",
-            )
-        shapes.append(tuple(image.shape[1:]))
-        spacings.append(tuple(float(s) for s in geometry.spacing))
-        lo, hi = nonzero_bbox(image)
-        cropped.append(tuple(int(h - l_) for l_, h in zip(lo, hi, strict=True)))
-        foreground = label > 0
-        if not foreground.any():
-            foreground = np.ones_like(foreground)
-        values = image[:, foreground]
-        pick = rng.choice(values.shape[1], size=min(_SAMPLES_PER_CASE, values.shape[1]), replace=False)
-        samples.append([values[c, pick].astype(np.float64) for c in range(values.shape[0])])
-        if progress is not None:
-            progress()
-    n_channels = len(samples[0])
-    stats = tuple(_intensity_stats(np.concatenate([s[c] for s in samples])) for c in range(n_channels))
-    channel_names = (
-        dataset.channel_names
-        if len(dataset.channel_names) == n_channels
-        else tuple(f"channel_{c}" for c in range(n_channels))
-    )
-    return Fingerprint(
-        name=dataset.root.name,
-        shapes=tuple(shapes),
-        spacings=tuple(spacings),
-        cropped_shapes=tuple(cropped),
-        channel_names=channel_names,
-        label_names=dataset.label_names,
-        label_values=dataset.label_values,
-        multilabel=dataset.multilabel,
-        foreground_intensity=stats,
-        file_ending=dataset.file_ending,
-    )
 
 
 
 
-def _intensity_stats(values: np.ndarray) -> IntensityStats:
-    return IntensityStats(
-        mean=float(values.mean()),
-        std=float(values.std()),
-        p00_5=float(np.percentile(values, 0.5)),
-        p99_5=float(np.percentile(values, 99.5)),
-    )
 
 
 def target_spacing(spacings: np.ndarray) -> tuple[float, ...]:

@@ -24,7 +24,8 @@ import torch
 from medseg.config.plans import Plans
 from medseg.fileutil import atomic_write_text
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_logits
-from medseg.losses.dice import DeepSupervisionLoss, DiceBCELoss, DiceCELoss
+from medseg.losses.deep_supervision import DeepSupervisionLoss
+from medseg.losses.dice import DiceBCELoss, DiceCELoss
 from medseg.models.registry import build_model
 from medseg.preprocessing.forward import PreprocessedCase
 from medseg.training.batches import PatchDataset, make_loader

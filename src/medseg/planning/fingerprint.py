@@ -1,0 +1,110 @@
+"""Fingerprint a dataset: read every labelled case once and keep what planning needs.
+
+Shapes, spacings, sizes after cropping to the non-zero region, and foreground intensity statistics per
+channel (sampled, 10,000 voxels per case, with the seeded generator passed in). This is the only planning
+step that reads files; :mod:`medseg.planning.plans` turns the result into plans without touching disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from medseg.datasets.dataset import Dataset
+from medseg.errors import DataError
+from medseg.io.images import read_channels, read_label
+from medseg.preprocessing.forward import nonzero_bbox
+
+__all__ = ["Fingerprint", "IntensityStats", "fingerprint"]
+
+
+_SAMPLES_PER_CASE = 10_000
+
+
+@dataclass(frozen=True)
+class IntensityStats:
+    mean: float
+    std: float
+    p00_5: float
+    p99_5: float
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What planning needs to know about a dataset (spacings and shapes in array axis order)."""
+
+    name: str
+    shapes: tuple[tuple[int, ...], ...]
+    spacings: tuple[tuple[float, ...], ...]
+    cropped_shapes: tuple[tuple[int, ...], ...]
+    channel_names: tuple[str, ...]
+    label_names: dict[int, str]
+    label_values: tuple[int, ...]
+    multilabel: bool
+    foreground_intensity: tuple[IntensityStats, ...]
+    file_ending: str
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shapes[0])
+
+
+def fingerprint(dataset: Dataset, *, seed: int = 0, progress: Callable[[], None] | None = None) -> Fingerprint:
+    """Read every labelled case once: shapes, spacings, non-zero crop sizes, foreground intensities."""
+    cases = dataset.labelled_cases
+    if not cases:
+        raise DataError(dataset.root, "no labelled cases", "training needs images with masks")
+    rng = np.random.default_rng(seed)
+    shapes, spacings, cropped = [], [], []
+    samples: list[list[np.ndarray]] = []
+    for case in cases:
+        image, geometry = read_channels(list(case.channels))
+        label, _ = read_label(case.label[0])
+        if label.shape != image.shape[1:]:
+            raise DataError(
+                case.label[0],
+                f"label shape {label.shape} differs from image shape {image.shape[1:]}",
+                "run `medseg check` for details",
+            )
+        shapes.append(tuple(image.shape[1:]))
+        spacings.append(tuple(float(s) for s in geometry.spacing))
+        lo, hi = nonzero_bbox(image)
+        cropped.append(tuple(int(h - l_) for l_, h in zip(lo, hi, strict=True)))
+        foreground = label > 0
+        if not foreground.any():
+            foreground = np.ones_like(foreground)
+        values = image[:, foreground]
+        pick = rng.choice(values.shape[1], size=min(_SAMPLES_PER_CASE, values.shape[1]), replace=False)
+        samples.append([values[c, pick].astype(np.float64) for c in range(values.shape[0])])
+        if progress is not None:
+            progress()
+    n_channels = len(samples[0])
+    stats = tuple(_intensity_stats(np.concatenate([s[c] for s in samples])) for c in range(n_channels))
+    channel_names = (
+        dataset.channel_names
+        if len(dataset.channel_names) == n_channels
+        else tuple(f"channel_{c}" for c in range(n_channels))
+    )
+    return Fingerprint(
+        name=dataset.root.name,
+        shapes=tuple(shapes),
+        spacings=tuple(spacings),
+        cropped_shapes=tuple(cropped),
+        channel_names=channel_names,
+        label_names=dataset.label_names,
+        label_values=dataset.label_values,
+        multilabel=dataset.multilabel,
+        foreground_intensity=stats,
+        file_ending=dataset.file_ending,
+    )
+
+
+def _intensity_stats(values: np.ndarray) -> IntensityStats:
+    return IntensityStats(
+        mean=float(values.mean()),
+        std=float(values.std()),
+        p00_5=float(np.percentile(values, 0.5)),
+        p99_5=float(np.percentile(values, 99.5)),
+    )
