@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medseg.errors import DataError
-from medseg.training.checkpoint import load_checkpoint, save_checkpoint
+from medseg.run import load_checkpoint, save_checkpoint
 
 
 def _state(value: float = 1.0) -> dict:

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medseg.run import load_checkpoint
 from medseg.synthetic import SyntheticSpec, write_dataset
-from medseg.training.checkpoint import load_checkpoint
 from medseg.workflow import TrainOptions, train_run
 from tests.training.tiny_runs import PRELOAD, plan_tiny_run, run_cli
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from medseg.apps.cli.app import app
 from medseg.io.images import read_label
+from medseg.run import load_checkpoint
 from medseg.synthetic import SyntheticSpec, write_dataset
-from medseg.training.checkpoint import load_checkpoint
 from medseg.workflow import TrainOptions, train_run
 from tests.training.tiny_runs import plan_tiny_run
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from medseg.apps.cli.app import app
 from medseg.io.images import read_image, read_label
-from medseg.training.checkpoint import load_checkpoint
+from medseg.run import load_checkpoint
 from medseg.workflow import Callbacks, TrainOptions, train_run
 
 FAST = TrainOptions(epochs=2, iterations_per_epoch=2, val_every=1, device="cpu", folds=3, deterministic=True)

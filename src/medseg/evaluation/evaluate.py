@@ -25,7 +25,9 @@ from medseg.evaluation.metrics import METRIC_NAMES, binary_metrics, summarise
 from medseg.fileutil import atomic_write_json, atomic_write_text, compound_suffix
 from medseg.io.images import SUPPORTED_SUFFIXES, read_label
 
-__all__ = ["EvalPair", "Labels", "discover_pairs", "evaluate_pairs", "write_metrics"]
+__all__ = ["METRICS_CSV", "METRICS_JSON", "EvalPair", "Labels", "discover_pairs", "evaluate_pairs", "write_metrics"]
+
+METRICS_JSON, METRICS_CSV = "metrics.json", "metrics.csv"
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +155,7 @@ def labels_from_references(ref_dir: Path) -> Labels:
 
 def write_metrics(metrics: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """Write ``metrics.json`` and ``metrics.csv`` atomically into ``out_dir``."""
-    json_path, csv_path = out_dir / "metrics.json", out_dir / "metrics.csv"
+    json_path, csv_path = out_dir / METRICS_JSON, out_dir / METRICS_CSV
     atomic_write_json(json_path, _json_safe(metrics))
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -140,8 +140,6 @@ def fill_holes(labels: np.ndarray, classes: Sequence[int] | None = None) -> np.n
     return out
 
 
-
-
 def apply_postprocessing(labels: np.ndarray, config: PostProcessing) -> np.ndarray:
     """Apply ``config`` to a label map ``(*spatial)``; returns a new array of the same dtype."""
     out = np.array(labels, copy=True)

@@ -29,7 +29,7 @@ from medseg.io.images import Geometry, case_stem, read_channels, write_image
 from medseg.models.registry import build_model
 from medseg.preprocessing.forward import CaseProperties, preprocess_image
 from medseg.preprocessing.inverse import logits_to_labels, logits_to_probabilities
-from medseg.training.checkpoint import load_checkpoint
+from medseg.run import load_checkpoint
 
 __all__ = ["PredictOptions", "Predictor"]
 

@@ -111,9 +111,3 @@ class DiceBCELoss(nn.Module):
             bce = F.binary_cross_entropy_with_logits(logits, target)
             dice = soft_dice_per_class(torch.sigmoid(logits), target, batch_dice=self.batch_dice, smooth=self.smooth)
             return self.bce_weight * bce + self.dice_weight * (1.0 - dice.mean())
-
-
-
-
-
-

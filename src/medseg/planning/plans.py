@@ -32,11 +32,6 @@ __all__ = ["Budget", "make_plans", "mirror_axes", "target_spacing"]
 logger = logging.getLogger(__name__)
 
 
-
-
-
-
-
 @dataclass(frozen=True)
 class Budget:
     """The hardware and time the plan must fit: ``device`` 'cpu' or 'cuda', time in seconds (0 = none)."""
@@ -44,12 +39,6 @@ class Budget:
     device: str = "cpu"
     time_budget_s: float = 0.0
     epochs: int = 0  # 0 = the device's default
-
-
-
-
-
-
 
 
 def target_spacing(spacings: np.ndarray) -> tuple[float, ...]:

@@ -22,8 +22,6 @@ from medseg.serial import from_dict, to_dict
 __all__ = ["load_preprocessed", "preprocess_dataset"]
 
 
-
-
 def _data_hash(data: DataConfig) -> str:
     return hashlib.sha256(json.dumps(to_dict(data), sort_keys=True).encode()).hexdigest()[:16]
 

@@ -36,8 +36,6 @@ class CaseProperties:
     resampled_shape: tuple[int, ...]
 
 
-
-
 def normalize(image: np.ndarray, data: DataConfig) -> np.ndarray:
     """Normalise each channel of ``image`` (C, *spatial) as planned; returns float32."""
     out = np.empty(image.shape, dtype=np.float32)
@@ -49,12 +47,6 @@ def normalize(image: np.ndarray, data: DataConfig) -> np.ndarray:
             channel = (channel - channel.mean()) / max(float(channel.std()), 1e-8)
         out[c] = channel
     return out
-
-
-
-
-
-
 
 
 def preprocess_image(image: np.ndarray, geometry: Geometry, data: DataConfig) -> tuple[np.ndarray, CaseProperties]:
@@ -110,16 +102,6 @@ def preprocess_case(case: Case, data: DataConfig) -> PreprocessedCase:
                 props.resampled_shape,
             )
     return PreprocessedCase(array, label, props)
-
-
-
-
-
-
-
-
-
-
 
 
 def nonzero_bbox(image: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -8,7 +8,6 @@ function of (seed, patch index), so an interrupted run ends where an uninterrupt
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -28,8 +27,9 @@ from medseg.losses.deep_supervision import DeepSupervisionLoss
 from medseg.losses.dice import DiceBCELoss, DiceCELoss
 from medseg.models.registry import build_model
 from medseg.preprocessing.forward import PreprocessedCase
+from medseg.run import load_checkpoint, save_checkpoint
+from medseg.training.amp import amp_dtype, measure_cpu_amp
 from medseg.training.batches import PatchDataset, make_loader
-from medseg.training.checkpoint import load_checkpoint, save_checkpoint
 from medseg.training.optim import build_optimizer, lr_factor, set_lr
 
 __all__ = ["EpochResult", "fit", "validation_dice"]
@@ -51,48 +51,15 @@ class EpochResult:
     step_seconds: float = 0.0  # forward, backward, optimiser step
 
 
-def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for an explicit ``setting`` ('off', 'bf16', 'fp16'), or for 'auto' on CUDA
-    (bf16 where supported, else fp16). 'auto' on CPU is decided by :func:`measure_cpu_amp`."""
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
-        return None
-    if setting == "fp16":
-        return torch.float16
-    if setting == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def measure_cpu_amp(model: torch.nn.Module, loss_fn: torch.nn.Module, plans: Plans) -> torch.dtype | None:
-    """'auto' AMP on CPU: time forward + backward of a copy of the model on a random batch, float32 against
-    bf16 autocast, and use bf16 only if it is at least 10 % faster. (On the 2-core benchmark machine bf16
-    took 0.46-0.57x the float32 time at equal Dice; CPUs without native bf16 are much slower with it.)"""
-    probe = copy.deepcopy(model).train()
+def _example_batch(plans: Plans) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch of the planned shape, for measuring a training step before training."""
     cfg = plans.train
     generator = torch.Generator().manual_seed(0)
     image = torch.randn(cfg.batch_size, plans.model.in_channels, *cfg.patch_size, generator=generator)
     shape = (cfg.batch_size, plans.model.out_channels if plans.data.multilabel else 1, *cfg.patch_size)
-    target = (
-        (torch.rand(shape, generator=generator) > 0.5).float()
-        if plans.data.multilabel
-        else torch.zeros(shape, dtype=torch.long)
-    )
-
-    def seconds(dtype: torch.dtype | None) -> float:
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            with torch.autocast("cpu", dtype=dtype) if dtype is not None else nullcontext():
-                loss = loss_fn(probe(image), target)
-            loss.backward()
-            probe.zero_grad(set_to_none=True)
-            times.append(time.perf_counter() - started)
-        return min(times[1:])
-
-    fp32, bf16 = seconds(None), seconds(torch.bfloat16)
-    choice = torch.bfloat16 if bf16 < 0.9 * fp32 else None
-    logger.info("CPU step %.2f s float32, %.2f s bf16: training in %s", fp32, bf16, "bf16" if choice else "float32")
-    return choice
+    if plans.data.multilabel:
+        return image, (torch.rand(shape, generator=generator) > 0.5).float()
+    return image, torch.zeros(shape, dtype=torch.long)
 
 
 def fit(
@@ -120,7 +87,7 @@ def fit(
     n_outputs = len(plans.model.features) - 2 if plans.model.deep_supervision else 1
     loss_fn = DeepSupervisionLoss(base, max(n_outputs, 1))
     auto_cpu = cfg.amp == "auto" and device.type == "cpu" and not cfg.deterministic
-    dtype = measure_cpu_amp(model, loss_fn, plans) if auto_cpu else amp_dtype(cfg.amp, device)
+    dtype = measure_cpu_amp(model, loss_fn, *_example_batch(plans)) if auto_cpu else amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state: dict[str, Any] = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0}
     if resume and (run_dir / LAST).exists():

@@ -35,17 +35,6 @@ __all__ = ["AugmentParams", "apply_params", "augment", "draw_params", "rotation_
 logger = logging.getLogger(__name__)
 
 
-
-
-
-
-
-
-
-
-
-
-
 @dataclass(frozen=True)
 class AugmentParams:
     """What one call of :func:`draw_params` decided; ``None`` / empty / 1.0 means "not applied".

@@ -1,0 +1,180 @@
+"""A run folder: every file name it holds, its split record, and its checkpoints.
+
+A run folder describes itself; prediction needs nothing else::
+
+    plans.json          every decision (spacing, normalisation, patch, network, optimiser)
+    dataset.json        where the data came from and which cases are in which split (:class:`RunRecord`)
+    preprocessed/       the preprocessing cache (safe to delete)
+    checkpoint_last.pt  checkpoint_best.pt  log.jsonl
+    validation/         held-out predictions in the scans' own format and geometry
+    metrics.json  metrics.csv  report.html
+
+Checkpoints are written atomically and read with ``torch.load(weights_only=True)``. A PyTorch checkpoint
+is a pickle, and unpickling a file from elsewhere can run arbitrary code: medseg writes only tensors,
+numbers, strings, lists and dicts, and ``weights_only`` refuses anything else, so such a file is reported as
+untrusted instead of being executed.
+
+Example:
+    >>> run = RunDir(Path("runs/hippocampus"))          # doctest: +SKIP
+    >>> plans = run.load_plans(); state = run.load_checkpoint("best")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from medseg.config.plans import Plans, load_plans, save_plans
+from medseg.errors import DataError
+from medseg.evaluation.evaluate import METRICS_JSON
+from medseg.fileutil import atomic_path, atomic_write_json
+
+__all__ = ["RunDir", "RunRecord", "load_checkpoint", "save_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+Checkpoint = Literal["best", "last"]
+_CHECKPOINTS: dict[str, str] = {"best": "checkpoint_best.pt", "last": "checkpoint_last.pt"}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What ``dataset.json`` of a run says: the dataset folder, its layout and the split (case ids)."""
+
+    root: Path
+    layout: str
+    train: tuple[str, ...]
+    validation: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run folder; owns the name of every file in it (see the module docstring)."""
+
+    path: Path
+
+    @property
+    def plans_path(self) -> Path:
+        return self.path / "plans.json"
+
+    @property
+    def record_path(self) -> Path:
+        return self.path / "dataset.json"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.path / "preprocessed"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "log.jsonl"
+
+    @property
+    def validation(self) -> Path:
+        return self.path / "validation"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_JSON
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    def checkpoint(self, which: str) -> Path:
+        """Path of checkpoint ``which`` ('best' or 'last')."""
+        if which not in _CHECKPOINTS:
+            raise DataError(self.path, f"unknown checkpoint '{which}'", "use best or last")
+        return self.path / _CHECKPOINTS[which]
+
+    @property
+    def started(self) -> bool:
+        """Whether training has written a checkpoint (a run to resume, not to plan again)."""
+        return self.checkpoint("last").exists()
+
+    def load_plans(self) -> Plans:
+        return load_plans(self.plans_path)
+
+    def load_record(self) -> RunRecord:
+        """Read ``dataset.json``; a missing or damaged file is a one-line :class:`DataError`."""
+        try:
+            data = json.loads(self.record_path.read_text(encoding="utf-8"))
+            return RunRecord(Path(data["root"]), str(data["layout"]), tuple(data["train"]), tuple(data["validation"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(self.record_path, f"missing or damaged run record ({exc})", "plan the run again") from exc
+
+    def create(self, plans: Plans, record: RunRecord) -> None:
+        """Write ``plans.json`` and ``dataset.json`` into a new (or empty) folder: both appear, or neither."""
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise DataError(
+                self.path, "run folder exists and is not empty", "pass --resume to continue it, or a new folder"
+            )
+        if self.path.is_dir():
+            self.path.rmdir()  # empty, checked above
+        data = {
+            "root": str(record.root),
+            "layout": record.layout,
+            "train": list(record.train),
+            "validation": list(record.validation),
+        }
+        with atomic_path(self.path) as tmp:
+            tmp.mkdir(parents=True)
+            atomic_write_json(tmp / self.record_path.name, data)
+            save_plans(plans, tmp / self.plans_path.name)
+
+    def save_checkpoint(self, state: dict[str, Any], which: Checkpoint) -> Path:
+        path = self.checkpoint(which)
+        save_checkpoint(state, path)
+        return path
+
+    def load_checkpoint(self, which: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        return load_checkpoint(self.checkpoint(which), map_location)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` via a temporary file, fsync'd before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found", "train first, or pass the run folder that holds it")
+    try:
+        with warnings.catch_warnings():
+            # a plain (non-torch) pickle of protocol > 2 makes torch warn before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(
+            path,
+            f"refused: the checkpoint holds objects other than weights ({_reason(exc)})",
+            "only load checkpoints written by medseg or convert it to plain tensors",
+        ) from exc
+    except Exception as exc:  # any parse failure of a foreign file: KeyError, EOFError, ...
+        raise DataError(path, f"unreadable or truncated checkpoint ({_reason(exc)})") from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise DataError(path, "not a medseg checkpoint (no 'model' entry)")
+    return state
+
+
+def _reason(exc: BaseException) -> str:
+    """The informative line of a torch.load error (torch puts a generic paragraph first)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    specific = [ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln]
+    if specific:
+        return specific[0][:160]
+    first = lines[0].split(". ")[0] if lines else ""
+    return f"{type(exc).__name__}: {first}"[:160] if first else type(exc).__name__
