@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "compound_suffix"]
+from medseg.errors import DataError
+
+__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "compound_suffix", "make_dirs"]
 
 # Suffixes that span two dots; the writer libraries pick the format from the full suffix.
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
@@ -34,6 +36,38 @@ def compound_suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def make_dirs(path: str | Path) -> Path:
+    """Create the folder ``path`` and its parents (``mkdir -p``) for output; return ``path``.
+
+    A path that cannot become a folder is the user's to fix, so it is a one-line :class:`DataError` naming
+    the offending path: a file where a folder is needed (``path`` itself or one of its parents), a folder
+    without write permission, a read-only disk.
+
+    Example:
+        >>> make_dirs(Path("notes.txt") / "out")   # doctest: +SKIP
+        DataError: notes.txt: is a file, not a folder (cannot create notes.txt/out in it; choose another path)
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = _not_a_folder(path) or path
+        kind = "a broken symbolic link" if blocker.is_symlink() and not blocker.exists() else "a file"
+        raise DataError(blocker, f"is {kind}, not a folder", f"cannot create {path} in it; choose another path") from exc
+    except OSError as exc:  # PermissionError, a read-only file system, a name too long, a symlink loop, ...
+        reason = exc.strerror or type(exc).__name__
+        raise DataError(path, f"cannot create folder ({reason})", "choose a folder you can write to") from exc
+    return path
+
+
+def _not_a_folder(path: Path) -> Path | None:
+    """The first of ``path``'s parents (or ``path``) that exists but is not a folder, if any."""
+    for candidate in reversed((path, *path.parents)):
+        if os.path.lexists(candidate) and not candidate.is_dir():
+            return candidate
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` with the same suffix; rename it to ``path`` on success.
@@ -47,7 +81,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         ...     sitk.WriteImage(img, str(tmp))
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     suffix = compound_suffix(path)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     tmp = path.with_name(f".{stem}.tmp-{secrets.token_hex(4)}{suffix}")

@@ -412,6 +412,7 @@ def write_dataset(
     """
     from medseg.datasets.layouts import CaseArrays, DatasetMeta, write_layout
     from medseg.io.images import Geometry
+    from medseg.labels import LabelSpec
 
     png = layout == "folder" and spec.ndim == 2
     cases = make_cases(spec, n_cases + n_test, seed)
@@ -426,10 +427,9 @@ def write_dataset(
     label_names = dict(enumerate(OVERLAP_NAMES, start=1)) if overlapping else dict(LABEL_NAMES)
     meta = DatasetMeta(
         name=f"synthetic_ct_{spec.ndim}d",
-        label_names=label_names,
+        labels=LabelSpec(label_names, tuple(label_names), overlapping),
         channel_names=("CT",),
         file_ending=".png" if png else ".nii.gz",
-        multilabel=overlapping,
         description=f"medseg synthetic CT-like {spec.ndim}D cases, seed {seed}",
     )
     return write_layout(Path(out), layout, arrays(), meta)

@@ -27,7 +27,7 @@ import torch
 from medseg.config.plans import Plans, load_plans, save_plans
 from medseg.datasets.dataset import Case, Dataset, load_dataset
 from medseg.errors import ConfigError, DataError
-from medseg.evaluation.evaluate import EvalPair, Labels, evaluate_pairs, write_metrics
+from medseg.evaluation.evaluate import EvalPair, evaluate_pairs, write_metrics
 from medseg.fileutil import atomic_path, atomic_write_json
 from medseg.inference.predictor import Predictor, _output_name
 from medseg.io.images import read_channels, read_label
@@ -42,7 +42,6 @@ __all__ = [
     "Callbacks",
     "TrainOptions",
     "evaluate_run",
-    "labels_of",
     "plan_run",
     "preprocess_run",
     "require_clean",
@@ -131,7 +130,7 @@ def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance
     if options.model_preset == "classic":
         from medseg.models.unet_config import classic_config
 
-        model = classic_config(fp.ndim, len(fp.channel_names), len(fp.label_names), depth=len(plans.model.features))
+        model = classic_config(fp.ndim, len(fp.channel_names), len(fp.labels.names), depth=len(plans.model.features))
         plans = replace(plans, model=model)
     elif options.model_preset != "nnunet":
         raise ConfigError(f"unknown model preset '{options.model_preset}'; use nnunet or classic")
@@ -237,10 +236,6 @@ def _step(cb: Callbacks, name: str, total: int) -> Callable[[], None] | None:
     return cb.on_step(name, total) if cb.on_step is not None else None
 
 
-def labels_of(plans: Plans) -> Labels:
-    return Labels(plans.data.label_names, plans.data.label_values, plans.data.multilabel)
-
-
 def evaluate_run(
     run_dir: Path, cases: Sequence[Case], *, device: torch.device, callbacks: Callbacks | None = None
 ) -> dict[str, Any]:
@@ -249,7 +244,7 @@ def evaluate_run(
     predictor = Predictor.from_run(run_dir, device)
     out = run_dir / "validation"
     predictor.predict_files([(c.case_id, c.channels) for c in cases], out, _step(cb, "predict validation", len(cases)))
-    labels = labels_of(predictor.plans)
+    labels = predictor.plans.data.labels
     pairs = [_pair(c, out, predictor.plans) for c in cases]
     metrics = evaluate_pairs(pairs, labels, progress=_step(cb, "evaluate", len(pairs)))
     write_metrics(metrics, run_dir)
@@ -268,8 +263,8 @@ def evaluate_run(
 
 def _pair(case: Case, out: Path, plans: Plans) -> EvalPair:
     name = _output_name(case.channels[0])
-    if plans.data.multilabel:
-        return EvalPair(case.case_id, tuple(out / s / name for s in plans.data.label_names.values()), case.label)
+    if plans.data.labels.overlapping:
+        return EvalPair(case.case_id, tuple(out / s / name for s in plans.data.labels.names.values()), case.label)
     return EvalPair(case.case_id, (out / name,), case.label)
 
 
@@ -297,24 +292,19 @@ def write_run_report(
         image, _ = read_channels(list(images[case_id]))
         ref = (
             np.stack([read_label(p)[0] for p in pair.reference])
-            if plans.data.multilabel
-            else _indices(read_label(pair.reference[0])[0], plans)
+            if plans.data.labels.overlapping
+            else plans.data.labels.to_indices(read_label(pair.reference[0])[0], pair.reference[0])
         )
         pred = (
             np.stack([read_label(p)[0] for p in pair.prediction])
-            if plans.data.multilabel
-            else _indices(read_label(pair.prediction[0])[0], plans)
+            if plans.data.labels.overlapping
+            else plans.data.labels.to_indices(read_label(pair.prediction[0])[0], pair.prediction[0])
         )
-        overlays.append(OverlayCase(case_id, image, ref, pred, scores[case_id], multilabel=plans.data.multilabel))
+        overlays.append(
+            OverlayCase(case_id, image, ref, pred, scores[case_id], overlapping=plans.data.labels.overlapping)
+        )
     lines = log.read_text(encoding="utf-8").splitlines() if log is not None and log.exists() else []
     records = [json.loads(line) for line in lines if line.strip()]
     return write_report(
         path, title=title, metrics=metrics, log_records=records, overlays=overlays, config=to_dict(plans)
     )
-
-
-def _indices(label: np.ndarray, plans: Plans) -> np.ndarray:
-    out = np.zeros(label.shape, dtype=np.uint8)
-    for k, value in enumerate(plans.data.label_values):
-        out[label == value] = k
-    return out

@@ -7,6 +7,7 @@ import pytest
 
 from medseg.config.plans import ChannelNorm, DataConfig, InferConfig, Plans, TrainConfig, load_plans, save_plans
 from medseg.errors import ConfigError
+from medseg.labels import LabelSpec
 from medseg.models.unet_config import nnunet_config
 
 
@@ -14,9 +15,7 @@ def _plans() -> Plans:
     data = DataConfig(
         ndim=2,
         channel_names=("CT",),
-        label_names={0: "background", 1: "lung"},
-        label_values=(0, 255),
-        multilabel=False,
+        labels=LabelSpec({0: "background", 1: "lung"}, (0, 255)),
         target_spacing=(0.8, 0.8),
         normalization=(ChannelNorm("ct", -1000, 400, -300, 200),),
     )
@@ -30,7 +29,7 @@ def test_round_trip(tmp_path: Path) -> None:
     loaded = load_plans(tmp_path / "plans.json")
     assert loaded == plans
     assert isinstance(loaded.train.patch_size, tuple)
-    assert loaded.data.label_names == {0: "background", 1: "lung"}  # int keys restored from JSON strings
+    assert loaded.data.labels.names == {0: "background", 1: "lung"}  # int keys restored from JSON strings
 
 
 @pytest.mark.parametrize(

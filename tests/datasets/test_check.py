@@ -144,5 +144,5 @@ def test_real_hippocampus_three_labels_one_channel() -> None:
     result = CliRunner().invoke(app, ["check", str(root), "--summary"], terminal_width=200)
     assert result.exit_code == 0, result.output
     ds = load_dataset(root)
-    assert len(ds.label_names) == 3 and len(ds.channel_names) == 1
+    assert len(ds.labels.names) == 3 and len(ds.channel_names) == 1
     assert "3: 0=background" in result.output and "1: MRI" in result.output

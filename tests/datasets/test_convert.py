@@ -76,7 +76,7 @@ def test_cli_convert_multilabel_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["convert", str(source), str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     converted = load_dataset(tmp_path / "out")
-    assert converted.multilabel and converted.layout == "nnunet"
+    assert converted.labels.overlapping and converted.layout == "nnunet"
     assert (tmp_path / "out" / "labelsTr" / "heart" / "case_000.nii.gz").exists()
 
 

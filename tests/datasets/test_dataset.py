@@ -17,7 +17,7 @@ from tests.conftest import SPEC_2D, SPEC_3D
 def test_msd_layout(msd_2d: Path) -> None:
     ds = load_dataset(msd_2d)
     assert (ds.layout, len(ds.cases), len(ds.test_cases)) == ("msd", 6, 1)
-    assert ds.label_names == LABEL_NAMES and ds.label_values == (0, 1, 2, 3)
+    assert ds.labels.names == LABEL_NAMES and ds.labels.values == (0, 1, 2, 3)
     assert ds.channel_names == ("CT",)
     assert ds.cases[0].case_id == "case_000"
     assert ds.cases[0].label[0].name == "case_000.nii.gz"
@@ -62,15 +62,15 @@ def test_folder_layout_discovers_label_values(tmp_path: Path) -> None:
         write_image(root / "masks" / f"{name}.png", mask, Geometry.identity(2))
     ds = load_dataset(root)
     assert ds.layout == "folder"
-    assert ds.label_values == (0, 255)
-    assert ds.label_names == {0: "background", 1: "label_255"}
+    assert ds.labels.values == (0, 255)
+    assert ds.labels.names == {0: "background", 1: "label_255"}
 
 
 def test_folder_layout_with_structure_subfolders(tmp_path: Path) -> None:
     root = write_dataset(tmp_path / "ml", SPEC_2D, n_cases=3, seed=0, layout="folder", overlapping=True)
     ds = load_dataset(root)
-    assert ds.multilabel
-    assert list(ds.label_names.values()) == sorted(OVERLAP_NAMES)
+    assert ds.labels.overlapping
+    assert list(ds.labels.names.values()) == sorted(OVERLAP_NAMES)
     assert [p.parent.name for p in ds.cases[0].label] == sorted(OVERLAP_NAMES)
 
 

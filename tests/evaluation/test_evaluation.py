@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from medseg.apps.cli.app import app
 from medseg.errors import DataError
-from medseg.evaluation.evaluate import Labels, discover_pairs, evaluate_pairs, write_metrics
+from medseg.evaluation.evaluate import discover_pairs, evaluate_pairs, write_metrics
 from medseg.io.images import Geometry, write_image
+from medseg.labels import LabelSpec
 
 
 def _write_pair(tmp_path: Path, name: str, pred: np.ndarray, ref: np.ndarray, spacing=(1.0, 1.0)) -> None:  # type: ignore[no-untyped-def]
@@ -27,7 +28,7 @@ def test_hand_computed_case(tmp_path: Path) -> None:
     pred[8, 8] = 2
     ref[8, 8] = 2
     _write_pair(tmp_path, "a.nii.gz", pred, ref, spacing=(2.0, 1.0))
-    labels = Labels({0: "bg", 1: "one", 2: "two"}, (0, 1, 2))
+    labels = LabelSpec({0: "bg", 1: "one", 2: "two"}, (0, 1, 2))
     metrics = evaluate_pairs(discover_pairs(tmp_path / "pred", tmp_path / "ref", labels), labels)
     one = metrics["cases"][0]["metrics"]["1"]
     assert one["dice"] == pytest.approx(2 * 6 / 18)
@@ -42,7 +43,7 @@ def test_empty_policy_both_and_one_empty(tmp_path: Path) -> None:
     ref[1:3, 1:3] = 1
     _write_pair(tmp_path, "both.png", np.zeros((6, 6)), np.zeros((6, 6)))
     _write_pair(tmp_path, "missed.png", np.zeros((6, 6)), ref)
-    labels = Labels({0: "bg", 1: "x"}, (0, 1))
+    labels = LabelSpec({0: "bg", 1: "x"}, (0, 1))
     metrics = evaluate_pairs(discover_pairs(tmp_path / "pred", tmp_path / "ref", labels), labels)
     by_case = {c["case"]: c["metrics"]["1"] for c in metrics["cases"]}
     assert by_case["both"]["dice"] == 1.0 and by_case["both"]["hd95"] == 0.0
@@ -57,7 +58,7 @@ def test_missing_prediction_is_an_error(tmp_path: Path) -> None:
     _write_pair(tmp_path, "a.png", np.zeros((4, 4)), np.zeros((4, 4)))
     write_image(tmp_path / "ref" / "b.png", np.zeros((4, 4), np.uint8), Geometry.identity(2))
     with pytest.raises(DataError, match="prediction missing"):
-        discover_pairs(tmp_path / "pred", tmp_path / "ref", Labels({0: "bg", 1: "x"}, (0, 1)))
+        discover_pairs(tmp_path / "pred", tmp_path / "ref", LabelSpec({0: "bg", 1: "x"}, (0, 1)))
 
 
 def test_cli_evaluate_discovers_labels(tmp_path: Path) -> None:

@@ -71,12 +71,12 @@ def _labels(shape: tuple[int, ...]) -> np.ndarray:
     return labels
 
 
-def _overlay(case_id: str, spatial: tuple[int, ...], *, channel: bool, multilabel: bool) -> OverlayCase:
+def _overlay(case_id: str, spatial: tuple[int, ...], *, channel: bool, overlapping: bool) -> OverlayCase:
     rng = np.random.default_rng(0)
     image = rng.normal(size=((2, *spatial) if channel else spatial))
     reference = _labels(spatial)
     prediction = np.roll(reference, 1, axis=-1)
-    if multilabel:  # overlapping structures: class 1 is the union of both regions
+    if overlapping:  # overlapping structures: class 1 is the union of both regions
         reference = np.stack([reference > 0, reference == 2])
         prediction = np.stack([prediction > 0, prediction == 2])
     return OverlayCase(case_id, image, reference, prediction, score=0.8)
@@ -124,7 +124,7 @@ def test_nan_and_null_metrics_render_as_dash(tmp_path: Path) -> None:
     [((), 0, 1), (LOG, 0, 2), ((), 3, 4), (LOG, 3, 5)],
 )
 def test_one_png_per_plot(tmp_path: Path, log_records, n_overlays: int, expected: int) -> None:
-    overlays = [_overlay(f"c{i}", (16, 16), channel=False, multilabel=False) for i in range(n_overlays)]
+    overlays = [_overlay(f"c{i}", (16, 16), channel=False, overlapping=False) for i in range(n_overlays)]
     text = _html(tmp_path, log_records=log_records, overlays=overlays)
     images = IMG_RE.findall(text)
     assert len(images) == text.count("<img") == expected
@@ -152,7 +152,7 @@ def _panel_has_colour(png: bytes, colour: tuple[float, float, float], panel: int
 
 
 @pytest.mark.parametrize(
-    ("spatial", "channel", "multilabel"),
+    ("spatial", "channel", "overlapping"),
     [
         ((16, 16), False, False),
         ((16, 16), True, False),
@@ -163,8 +163,8 @@ def _panel_has_colour(png: bytes, colour: tuple[float, float, float], panel: int
         ((5, 16, 16), True, True),
     ],
 )
-def test_overlays_2d_3d_and_multilabel(tmp_path: Path, spatial, channel: bool, multilabel: bool) -> None:
-    case = _overlay(EVIL_ID, spatial, channel=channel, multilabel=multilabel)
+def test_overlays_2d_3d_and_multilabel(tmp_path: Path, spatial, channel: bool, overlapping: bool) -> None:
+    case = _overlay(EVIL_ID, spatial, channel=channel, overlapping=overlapping)
     text = _html(tmp_path, overlays=[case])
     assert "<h3>&lt;script&gt;alert(1)&lt;/script&gt; — mean Dice 0.800</h3>" in text
     png = base64.b64decode(IMG_RE.findall(text)[1])

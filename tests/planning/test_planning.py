@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from medseg.datasets.dataset import load_dataset
+from medseg.labels import LabelSpec
 from medseg.planning.fingerprint import Fingerprint, IntensityStats, fingerprint
 from medseg.planning.plans import Budget, make_plans, target_spacing
 from medseg.preprocessing.forward import nonzero_bbox
@@ -19,9 +20,7 @@ def _fp(shapes, spacings, channel="CT") -> Fingerprint:  # type: ignore[no-untyp
         spacings=tuple(map(tuple, spacings)),
         cropped_shapes=tuple(map(tuple, shapes)),
         channel_names=(channel,),
-        label_names={0: "bg", 1: "a"},
-        label_values=(0, 1),
-        multilabel=False,
+        labels=LabelSpec({0: "bg", 1: "a"}, (0, 1)),
         foreground_intensity=(IntensityStats(10.0, 5.0, -100.0, 300.0),),
         file_ending=".nii.gz",
     )

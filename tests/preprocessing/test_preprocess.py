@@ -5,6 +5,7 @@ import torch
 
 from medseg.config.plans import ChannelNorm, DataConfig
 from medseg.io.images import Geometry
+from medseg.labels import LabelSpec
 from medseg.preprocessing.forward import normalize, preprocess_image
 from medseg.preprocessing.inverse import logits_to_labels, logits_to_probabilities
 from medseg.preprocessing.resample import resample_label
@@ -14,9 +15,7 @@ def _data(spacing=(1.0, 1.0), crop=False, scheme="zscore") -> DataConfig:  # typ
     return DataConfig(
         ndim=2,
         channel_names=("x",),
-        label_names={0: "bg", 1: "a", 2: "b"},
-        label_values=(0, 1, 2),
-        multilabel=False,
+        labels=LabelSpec({0: "bg", 1: "a", 2: "b"}, (0, 1, 2)),
         target_spacing=spacing,
         normalization=(ChannelNorm(scheme, -100, 100, 10, 20),),
         crop_to_nonzero=crop,
@@ -53,12 +52,12 @@ def test_inverse_restores_original_grid_and_crop() -> None:
     logits = torch.zeros((3, *array.shape[1:]))
     logits[0] = 5  # background logit halfway, so linear interpolation puts the edge exactly between voxels
     logits[1, 4:10, 3:9] = 10
-    labels = logits_to_labels(logits, props, multilabel=False)
+    labels = logits_to_labels(logits, props, overlapping=False)
     assert labels.shape == (40, 30)
     assert labels[:5].sum() == 0  # outside the crop stays background
     ys, xs = np.nonzero(labels == 1)
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (5 + 8, 5 + 19, 4 + 6, 4 + 17)
-    probs = logits_to_probabilities(logits, props, multilabel=False)
+    probs = logits_to_probabilities(logits, props, overlapping=False)
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
     assert probs[0, 0, 0] == 1.0
     np.testing.assert_array_equal(probs.argmax(0), labels)
@@ -70,7 +69,7 @@ def test_multilabel_inverse_thresholds_logits() -> None:
     logits = torch.full((2, 8, 8), -3.0)
     logits[0, :4] = 3.0
     logits[1, 2:6] = 3.0
-    masks = logits_to_labels(logits, props, multilabel=True)
+    masks = logits_to_labels(logits, props, overlapping=True)
     assert masks.shape == (2, 8, 8)
     assert masks[0, :4].all() and not masks[0, 4:].any()
     assert (masks[0] & masks[1]).any()  # structures may overlap

@@ -20,6 +20,7 @@ from medseg.config.augment import AugmentConfig
 from medseg.config.postprocessing import PostProcessing
 from medseg.errors import ConfigError
 from medseg.fileutil import atomic_write_json
+from medseg.labels import LabelSpec
 from medseg.models.unet_config import UNetConfig
 from medseg.serial import from_dict, to_dict
 
@@ -58,9 +59,7 @@ class DataConfig:
 
     ndim: int
     channel_names: tuple[str, ...]
-    label_names: dict[int, str]
-    label_values: tuple[int, ...]  # voxel value in the label files of each class index
-    multilabel: bool
+    labels: LabelSpec
     target_spacing: tuple[float, ...]  # array axis order, mm
     normalization: tuple[ChannelNorm, ...]
     crop_to_nonzero: bool = False

@@ -90,7 +90,7 @@ def check_case(case: Case, dataset: Dataset) -> tuple[CaseSummary | None, list[P
             continue
         if not _same_grid(path, image.shape[1:], geometry, label.shape, label_geometry, problems):
             continue
-        if dataset.multilabel:
+        if dataset.labels.overlapping:
             problems += _mask_problems(path, label)
             counts[k + 1] = int(np.count_nonzero(label))
         else:
@@ -157,11 +157,11 @@ def _same_grid(
 
 def _label_counts(path: Path, label: np.ndarray, dataset: Dataset, problems: list[Problem]) -> dict[int, int]:
     values, counts = np.unique(label, return_counts=True)
-    declared = {v: i for i, v in enumerate(dataset.label_values)}
+    declared = {v: i for i, v in enumerate(dataset.labels.values)}
     outside = [int(v) for v in values if int(v) not in declared]
     if outside:
         problems.append(
-            Problem(path, f"label values {outside} are not declared (declared: {list(dataset.label_values)})")
+            Problem(path, f"label values {outside} are not declared (declared: {list(dataset.labels.values)})")
         )
     return {declared[int(v)]: int(n) for v, n in zip(values, counts, strict=True) if int(v) in declared}
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.datasets.dataset import Case, Dataset, label_indices
+from medseg.datasets.dataset import Case, Dataset
 from medseg.datasets.layouts import CaseArrays, DatasetMeta, write_layout
 from medseg.errors import DataError
 from medseg.io.images import Geometry, read_channels, read_label
+from medseg.labels import LabelSpec
 
 __all__ = ["ConvertOptions", "block_downsample", "convert_dataset"]
 
@@ -44,15 +45,14 @@ def convert_dataset(
     if source.problems:
         first = source.problems[0]
         raise DataError(first.path, f"{first.message} ({len(source.problems)} problem(s))", "run `medseg check` first")
-    if not source.label_values and not source.multilabel:
+    if not source.labels.values and not source.labels.overlapping:
         raise DataError(source.root, "no label values known", "the masks could not be read")
     channel_names = _channel_names(source)
     meta = DatasetMeta(
         name=options.name or source.root.name,
-        label_names=source.label_names,
+        labels=LabelSpec(source.labels.names, tuple(source.labels.names), source.labels.overlapping),
         channel_names=channel_names,
         file_ending=options.file_ending,
-        multilabel=source.multilabel,
         description=f"converted by medseg from {source.layout} layout at {source.root}",
     )
     cases = _iter_cases(source, options, progress)
@@ -92,10 +92,10 @@ def _convert_case(case: Case, source: Dataset, options: ConvertOptions) -> CaseA
             f"label shape {label_shape} differs from image shape {image.shape[1:]}",
             "use --resize-images-to-masks if the image is an exact multiple of the mask",
         )
-    if source.multilabel:
+    if source.labels.overlapping:
         label = np.stack([(arr > 0).astype(np.uint8) for arr, _ in labels])
     else:
-        label = label_indices(labels[0][0], source.label_values, case.label[0])
+        label = source.labels.to_indices(labels[0][0], case.label[0])
     return CaseArrays(case.case_id, image, geometry, label)
 
 

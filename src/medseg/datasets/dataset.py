@@ -37,6 +37,7 @@ import numpy as np
 from medseg.errors import DataError
 from medseg.fileutil import compound_suffix
 from medseg.io.images import SUPPORTED_SUFFIXES, case_stem, read_label
+from medseg.labels import LabelSpec
 
 __all__ = [
     "LAYOUTS",
@@ -45,7 +46,6 @@ __all__ = [
     "Problem",
     "detect_layout",
     "discover_label_values",
-    "label_indices",
     "load_dataset",
 ]
 
@@ -72,7 +72,7 @@ class Case:
     """One case: its id, one path per input channel, and its label path(s).
 
     ``label`` is empty for unlabelled cases, one path for a label map (exclusive classes), or one path
-    per structure for overlapping binary masks (in the order of ``Dataset.label_names``).
+    per structure for overlapping binary masks (in the order of ``Dataset.labels.names``).
     """
 
     case_id: str
@@ -84,25 +84,23 @@ class Case:
 class Dataset:
     """A segmentation dataset in medseg's internal form.
 
-    ``label_names`` maps class index -> name. For exclusive labels index 0 is background and
-    ``label_values[i]`` is the voxel value of class ``i`` in the label files (identical to ``i`` for MSD
-    and nnU-Net datasets; e.g. ``(0, 255)`` for a folder of 0/255 PNG masks). For overlapping structures
-    (``multilabel``) there is no background: ``label_names`` maps 1..K to structure names and a voxel
-    belongs to structure k where its mask file is non-zero.
+    ``labels`` (:class:`~medseg.labels.LabelSpec`) names the classes: for exclusive labels index 0 is
+    background and ``labels.values[i]`` is the voxel value of class ``i`` in the label files (identical to
+    ``i`` for MSD and nnU-Net datasets; e.g. ``(0, 255)`` for a folder of 0/255 PNG masks). For overlapping
+    structures there is no background: ``labels.names`` maps 1..K to structure names and a voxel belongs to
+    structure k where its mask file is non-zero.
 
     Example:
         >>> ds = load_dataset(Path("Task04_Hippocampus"))     # doctest: +SKIP
-        >>> ds.layout, len(ds.cases), ds.label_names
+        >>> ds.layout, len(ds.cases), ds.labels.names
         ('msd', 260, {0: 'background', 1: 'Anterior', 2: 'Posterior'})
     """
 
     root: Path
     layout: str
     cases: tuple[Case, ...]
-    label_names: dict[int, str]
+    labels: LabelSpec
     channel_names: tuple[str, ...]
-    label_values: tuple[int, ...] = ()
-    multilabel: bool = False
     test_cases: tuple[Case, ...] = ()
     file_ending: str = ".nii.gz"
     problems: tuple[Problem, ...] = field(default=(), compare=False)
@@ -110,7 +108,7 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         """Network output channels: classes incl. background, or structures for multi-label."""
-        return len(self.label_names)
+        return len(self.labels.names)
 
     @property
     def labelled_cases(self) -> tuple[Case, ...]:
@@ -191,9 +189,8 @@ def _load_msd(root: Path) -> Dataset:
         root=root,
         layout="msd",
         cases=cases_t,
-        label_names=label_names,
+        labels=LabelSpec(label_names, tuple(sorted(label_names))),
         channel_names=channel_names,
-        label_values=tuple(sorted(label_names)),
         test_cases=tuple(tests),
         file_ending=compound_suffix(cases_t[0].channels[0]) if cases_t else ".nii.gz",
         problems=tuple(problems + dup),
@@ -222,24 +219,22 @@ def _load_nnunet(root: Path) -> Dataset:
         label_names = {int(v): str(k) for k, v in labels.items()}
     except (TypeError, ValueError) as exc:
         raise DataError(meta_path, f"'labels' values must be integers ({exc})") from exc
-    multilabel = bool(meta.get("overlapping_labels", False))
-    if multilabel:
+    overlapping = bool(meta.get("overlapping_labels", False))
+    if overlapping:
         label_names = {v: n for v, n in label_names.items() if v != 0}
     problems: list[Problem] = []
     cases = _nnunet_cases(
-        root / "imagesTr", root / "labelsTr", ending, len(channel_names), problems, label_names, multilabel
+        root / "imagesTr", root / "labelsTr", ending, len(channel_names), problems, label_names, overlapping
     )
-    tests = _nnunet_cases(root / "imagesTs", None, ending, len(channel_names), problems, label_names, multilabel)
+    tests = _nnunet_cases(root / "imagesTs", None, ending, len(channel_names), problems, label_names, overlapping)
     if not cases:
         raise DataError(root / "imagesTr", f"no training images ending in {ending}", "check 'file_ending'")
     return Dataset(
         root=root,
         layout="nnunet",
         cases=tuple(cases),
-        label_names=dict(sorted(label_names.items())),
+        labels=LabelSpec(dict(sorted(label_names.items())), tuple(sorted(label_names)), overlapping),
         channel_names=channel_names,
-        label_values=tuple(sorted(label_names)),
-        multilabel=multilabel,
         test_cases=tuple(tests),
         file_ending=ending,
         problems=tuple(problems),
@@ -253,7 +248,7 @@ def _nnunet_cases(
     n_channels: int,
     problems: list[Problem],
     label_names: dict[int, str],
-    multilabel: bool,
+    overlapping: bool,
 ) -> list[Case]:
     if not images.is_dir():
         return []
@@ -275,7 +270,7 @@ def _nnunet_cases(
             continue
         label: tuple[Path, ...] = ()
         if labels is not None:
-            if multilabel:
+            if overlapping:
                 label = tuple(labels / name / f"{case_id}{ending}" for name in label_names.values())
             else:
                 label = (labels / f"{case_id}{ending}",)
@@ -295,10 +290,10 @@ def _load_folder(root: Path, *, scan_labels: bool) -> Dataset:
     if not images:
         raise DataError(images_dir, "no images with a supported suffix", f"supported: {', '.join(SUPPORTED_SUFFIXES)}")
     structures = sorted(p for p in masks_dir.iterdir() if p.is_dir() and not _is_dicom_folder(p))
-    multilabel = bool(structures) and not _image_entries(masks_dir, files_only=True)
+    overlapping = bool(structures) and not _image_entries(masks_dir, files_only=True)
     masks_by_stem = (
         {s.name: {case_stem(p): p for p in _image_entries(s)} for s in structures}
-        if multilabel
+        if overlapping
         else {"": {case_stem(p): p for p in _image_entries(masks_dir)}}
     )
     problems: list[Problem] = []
@@ -317,7 +312,7 @@ def _load_folder(root: Path, *, scan_labels: bool) -> Dataset:
             Problem(p, "mask without an image of the same stem") for s, p in group.items() if s not in image_stems
         ]
     cases_t, dup = _dedup(cases)
-    if multilabel:
+    if overlapping:
         label_names = {i + 1: s.name for i, s in enumerate(structures)}
         values: tuple[int, ...] = tuple(label_names)
     else:
@@ -327,10 +322,8 @@ def _load_folder(root: Path, *, scan_labels: bool) -> Dataset:
         root=root,
         layout="folder",
         cases=cases_t,
-        label_names=label_names,
+        labels=LabelSpec(label_names, values, overlapping),
         channel_names=("image",),
-        label_values=values,
-        multilabel=multilabel,
         file_ending=compound_suffix(images[0]) if images[0].is_file() else "",
         problems=tuple(problems + dup),
     )
@@ -429,20 +422,3 @@ def _dedup(cases: list[Case]) -> tuple[tuple[Case, ...], list[Problem]]:
             continue
         seen[case.case_id] = case
     return tuple(seen.values()), problems
-
-
-def label_indices(label: np.ndarray, label_values: tuple[int, ...], path: Path) -> np.ndarray:
-    """Map the voxel values of a label map to class indices (``label_values[i]`` -> ``i``), as uint8.
-
-    A value not in ``label_values`` is an error naming ``path``.
-    """
-    values = np.unique(label)
-    lookup = {v: i for i, v in enumerate(label_values)}
-    unknown = [int(v) for v in values if int(v) not in lookup]
-    if unknown:
-        raise DataError(path, f"label values {unknown} are not declared (declared: {list(label_values)})")
-    table = np.zeros(int(values.max()) + 1, dtype=np.uint8)
-    for value, index in lookup.items():
-        if 0 <= value < table.size:
-            table[value] = index
-    return table[label]

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import DataError
-from medseg.fileutil import atomic_path, atomic_write_json
+from medseg.fileutil import atomic_path, atomic_write_json, make_dirs
 from medseg.io.images import Geometry, write_image
+from medseg.labels import LabelSpec
 
 __all__ = ["CaseArrays", "DatasetMeta", "write_layout"]
 
@@ -40,10 +41,9 @@ class DatasetMeta:
     """What dataset.json says: names of classes (index -> name) and channels, file ending."""
 
     name: str
-    label_names: dict[int, str]
+    labels: LabelSpec
     channel_names: tuple[str, ...]
     file_ending: str = ".nii.gz"
-    multilabel: bool = False
     description: str = ""
 
 
@@ -61,7 +61,7 @@ def write_layout(out: Path, layout: str, cases: Iterable[CaseArrays], meta: Data
     if out.is_dir():
         out.rmdir()
     with atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
+        make_dirs(tmp)
         n_train, n_test = writer(tmp, cases, meta)
     logger.info("wrote %d training and %d test cases to %s (%s layout)", n_train, n_test, out, layout)
     return out
@@ -79,8 +79,8 @@ def _write_nnunet(root: Path, cases: Iterable[CaseArrays], meta: DatasetMeta) ->
             continue
         n_train += 1
         _write_labels(root / "labelsTr", case, meta)
-    labels: dict[str, Any] = {name: index for index, name in sorted(meta.label_names.items())}
-    if meta.multilabel:
+    labels: dict[str, Any] = {name: index for index, name in sorted(meta.labels.names.items())}
+    if meta.labels.overlapping:
         labels = {"background": 0, **labels}
     data: dict[str, Any] = {
         "name": meta.name,
@@ -90,14 +90,14 @@ def _write_nnunet(root: Path, cases: Iterable[CaseArrays], meta: DatasetMeta) ->
         "numTraining": n_train,
         "file_ending": ending,
     }
-    if meta.multilabel:
+    if meta.labels.overlapping:
         data["overlapping_labels"] = True
     atomic_write_json(root / "dataset.json", data)
     return n_train, n_test
 
 
 def _write_msd(root: Path, cases: Iterable[CaseArrays], meta: DatasetMeta) -> tuple[int, int]:
-    if meta.multilabel:
+    if meta.labels.overlapping:
         raise DataError(root, "the MSD layout has no format for overlapping structures", "use --layout nnunet")
     ending = meta.file_ending
     training, test = [], []
@@ -115,7 +115,7 @@ def _write_msd(root: Path, cases: Iterable[CaseArrays], meta: DatasetMeta) -> tu
         "description": meta.description,
         "tensorImageSize": "4D" if len(meta.channel_names) > 1 else "3D",
         "modality": {str(i): n for i, n in enumerate(meta.channel_names)},
-        "labels": {str(i): n for i, n in sorted(meta.label_names.items())},
+        "labels": {str(i): n for i, n in sorted(meta.labels.names.items())},
         "numTraining": len(training),
         "numTest": len(test),
         "training": training,
@@ -140,8 +140,8 @@ def _write_folder(root: Path, cases: Iterable[CaseArrays], meta: DatasetMeta) ->
 
 def _write_labels(folder: Path, case: CaseArrays, meta: DatasetMeta) -> None:
     assert case.label is not None  # callers check; internal invariant, not user input
-    if meta.multilabel:
-        for k, name in enumerate(meta.label_names.values()):
+    if meta.labels.overlapping:
+        for k, name in enumerate(meta.labels.names.values()):
             mask = case.label[k].astype(np.uint8)
             write_image(folder / name / f"{case.case_id}{meta.file_ending}", mask, case.geometry)
     else:

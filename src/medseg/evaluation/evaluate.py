@@ -24,8 +24,9 @@ from medseg.errors import DataError
 from medseg.evaluation.metrics import METRIC_NAMES, binary_metrics, summarise
 from medseg.fileutil import atomic_write_json, atomic_write_text, compound_suffix
 from medseg.io.images import SUPPORTED_SUFFIXES, read_label
+from medseg.labels import LabelSpec
 
-__all__ = ["METRICS_CSV", "METRICS_JSON", "EvalPair", "Labels", "discover_pairs", "evaluate_pairs", "write_metrics"]
+__all__ = ["METRICS_CSV", "METRICS_JSON", "EvalPair", "discover_pairs", "evaluate_pairs", "write_metrics"]
 
 METRICS_JSON, METRICS_CSV = "metrics.json", "metrics.csv"
 
@@ -38,23 +39,13 @@ EMPTY_POLICY_TEXT = (
 
 
 @dataclass(frozen=True)
-class Labels:
-    """What to compare: class index -> name, the voxel value of each class, and whether the classes are
-    overlapping structures (one mask file per structure)."""
-
-    names: dict[int, str]
-    values: tuple[int, ...] = ()
-    multilabel: bool = False
-
-
-@dataclass(frozen=True)
 class EvalPair:
     case_id: str
     prediction: tuple[Path, ...]  # one label map, or one mask per structure
     reference: tuple[Path, ...]
 
 
-def discover_pairs(pred_dir: Path, ref_dir: Path, labels: Labels) -> list[EvalPair]:
+def discover_pairs(pred_dir: Path, ref_dir: Path, labels: LabelSpec) -> list[EvalPair]:
     """Match predictions to references by file name; a reference without prediction is an error."""
 
     def files(folder: Path) -> dict[str, Path]:
@@ -66,7 +57,7 @@ def discover_pairs(pred_dir: Path, ref_dir: Path, labels: Labels) -> list[EvalPa
             if p.is_file() and not p.name.startswith(".") and compound_suffix(p) in SUPPORTED_SUFFIXES
         }
 
-    if labels.multilabel:
+    if labels.overlapping:
         structures = list(labels.names.values())
         refs = files(ref_dir / structures[0])
         pairs = [
@@ -95,7 +86,7 @@ def _stem(name: str) -> str:
 
 def evaluate_pairs(
     pairs: Sequence[EvalPair],
-    labels: Labels,
+    labels: LabelSpec,
     *,
     nsd_tolerance_mm: float = 1.0,
     progress: Callable[[], None] | None = None,
@@ -106,9 +97,9 @@ def evaluate_pairs(
         cases.append({"case": pair.case_id, "metrics": _case_metrics(pair, labels, nsd_tolerance_mm)})
         if progress is not None:
             progress()
-    summary = {str(k): summarise([c["metrics"][str(k)] for c in cases]) for k in _foreground(labels)}
+    summary = {str(k): summarise([c["metrics"][str(k)] for c in cases]) for k in labels.foreground}
     return {
-        "classes": {str(k): labels.names[k] for k in _foreground(labels)},
+        "classes": {str(k): labels.names[k] for k in labels.foreground},
         "cases": cases,
         "summary": summary,
         "spacing_unit": "mm",
@@ -117,11 +108,7 @@ def evaluate_pairs(
     }
 
 
-def _foreground(labels: Labels) -> list[int]:
-    return [k for k in labels.names if labels.multilabel or k != 0]
-
-
-def _case_metrics(pair: EvalPair, labels: Labels, tolerance: float) -> dict[str, dict[str, float]]:
+def _case_metrics(pair: EvalPair, labels: LabelSpec, tolerance: float) -> dict[str, dict[str, float]]:
     refs = [read_label(p) for p in pair.reference]
     preds = [read_label(p)[0] for p in pair.prediction]
     spacing = refs[0][1].spacing
@@ -133,8 +120,8 @@ def _case_metrics(pair: EvalPair, labels: Labels, tolerance: float) -> dict[str,
                 "predict in the reference's geometry",
             )
     out = {}
-    for i, k in enumerate(_foreground(labels)):
-        if labels.multilabel:
+    for i, k in enumerate(labels.foreground):
+        if labels.overlapping:
             pred_mask, ref_mask = preds[i] > 0, refs[i][0] > 0
         else:
             value = labels.values[k] if labels.values else k
@@ -143,14 +130,14 @@ def _case_metrics(pair: EvalPair, labels: Labels, tolerance: float) -> dict[str,
     return out
 
 
-def labels_from_references(ref_dir: Path) -> Labels:
+def labels_from_references(ref_dir: Path) -> LabelSpec:
     """Labels discovered from reference files when no plans or dataset.json says them (values > 0)."""
     values: set[int] = {0}
     for path in sorted(ref_dir.iterdir()):
         if path.is_file() and compound_suffix(path) in SUPPORTED_SUFFIXES:
             values.update(int(v) for v in np.unique(read_label(path)[0]))
     ordered = tuple(sorted(values))
-    return Labels({i: ("background" if v == 0 else f"label_{v}") for i, v in enumerate(ordered)}, ordered)
+    return LabelSpec({i: ("background" if v == 0 else f"label_{v}") for i, v in enumerate(ordered)}, ordered)
 
 
 def write_metrics(metrics: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:

@@ -71,7 +71,7 @@ class OverlayCase:
     ``prediction`` are ``(*spatial)`` integer label maps (label ``k`` is class key ``"k"``) or
     ``(K, *spatial)`` binary masks (channel ``i`` is the ``i``-th class in label order) for overlapping
     structures; ``spatial`` is 2D or 3D (3D shows the axis-0 slice with most reference foreground).
-    ``multilabel=None`` infers the layout from the dimensions; a 3-dimensional ``reference`` beside a
+    ``overlapping=None`` infers the layout from the dimensions; a 3-dimensional ``reference`` beside a
     3-dimensional ``image`` is ambiguous and read as masks only when its dtype is ``bool``.
 
     Example:
@@ -83,7 +83,7 @@ class OverlayCase:
     reference: np.ndarray
     prediction: np.ndarray
     score: float
-    multilabel: bool | None = None
+    overlapping: bool | None = None
 
 
 def pick_overlay_cases(case_scores: dict[str, float]) -> list[tuple[str, str]]:
@@ -313,13 +313,13 @@ def _blend(gray: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 def _display_planes(case: OverlayCase, classes: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gray ``(H, W)`` in [0, 1] and reference / prediction masks ``(K, H, W)`` of the shown plane."""
-    multilabel = _is_multilabel(case)
+    overlapping = _is_multilabel(case)
     reference = np.asarray(case.reference)
-    spatial = reference.shape[1:] if multilabel else reference.shape
+    spatial = reference.shape[1:] if overlapping else reference.shape
     image = np.asarray(case.image, dtype=float)
     image = image[0] if image.ndim == len(spatial) + 1 else image
     prediction = np.asarray(case.prediction)
-    channels_ok = not multilabel or reference.shape[0] == len(classes)
+    channels_ok = not overlapping or reference.shape[0] == len(classes)
     if len(spatial) not in (2, 3) or image.shape != spatial or prediction.shape != reference.shape:
         channels_ok = False
     if not channels_ok:
@@ -330,7 +330,7 @@ def _display_planes(case: OverlayCase, classes: list[tuple[str, str]]) -> tuple[
             "pass a (*spatial) or (C, *spatial) image and equally shaped 2D/3D reference and prediction, "
             "label maps or one binary mask per class",
         )
-    ref_masks, pred_masks = (_as_masks(a, multilabel, classes) for a in (reference, prediction))
+    ref_masks, pred_masks = (_as_masks(a, overlapping, classes) for a in (reference, prediction))
     if len(spatial) == 3:
         index = _foreground_slice(np.asarray(ref_masks.any(axis=0)))
         image, ref_masks, pred_masks = image[index], ref_masks[:, index], pred_masks[:, index]
@@ -338,8 +338,8 @@ def _display_planes(case: OverlayCase, classes: list[tuple[str, str]]) -> tuple[
 
 
 def _is_multilabel(case: OverlayCase) -> bool:
-    if case.multilabel is not None:
-        return case.multilabel
+    if case.overlapping is not None:
+        return case.overlapping
     ref_ndim, image_ndim = np.ndim(case.reference), np.ndim(case.image)
     if ref_ndim != 3:
         return ref_ndim == 4
@@ -348,9 +348,9 @@ def _is_multilabel(case: OverlayCase) -> bool:
     return np.asarray(case.reference).dtype == bool
 
 
-def _as_masks(array: np.ndarray, multilabel: bool, classes: list[tuple[str, str]]) -> np.ndarray:
+def _as_masks(array: np.ndarray, overlapping: bool, classes: list[tuple[str, str]]) -> np.ndarray:
     """``(K, *spatial)`` boolean masks, one per class in label order."""
-    if multilabel:
+    if overlapping:
         return array.astype(bool)
     return np.stack([array == int(key) for key, _ in classes])
 

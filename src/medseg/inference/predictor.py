@@ -108,17 +108,17 @@ class Predictor:
         same_grid = tuple(props.resampled_shape) == tuple(props.original_shape)
         tensor = torch.from_numpy(array).to(self.device)
         if same_grid:
-            activation = "sigmoid" if data.multilabel else "softmax"
+            activation = "sigmoid" if data.labels.overlapping else "softmax"
             labels = sliding_window_labels(self.model, tensor, self.window_config(), activation=activation)
             out = labels.cpu().numpy().astype(np.uint8)
         else:
             logits = sliding_window_logits(self.model, tensor, self.window_config()).float().cpu()
-            out = logits_to_labels(logits, props, multilabel=data.multilabel)
+            out = logits_to_labels(logits, props, overlapping=data.labels.overlapping)
         return self._postprocess(out)
 
     def _postprocess(self, labels: np.ndarray) -> np.ndarray:
         config = self.options.postprocessing or self.plans.infer.postprocessing
-        if self.plans.data.multilabel:
+        if self.plans.data.labels.overlapping:
             return np.stack([apply_postprocessing_mask(m.astype(bool), config).astype(np.uint8) for m in labels])
         return apply_postprocessing(labels, config)
 
@@ -133,14 +133,12 @@ class Predictor:
         label values; overlapping structures go to ``out_dir/<structure>/``."""
         name = _output_name(source)
         data = self.plans.data
-        if data.multilabel:
+        if data.labels.overlapping:
             return [
                 write_image(out_dir / structure / name, labels[k], geometry, reference=source)
-                for k, structure in enumerate(data.label_names.values())
+                for k, structure in enumerate(data.labels.names.values())
             ]
-        values = np.asarray(data.label_values, dtype=np.int64)
-        mapped = values[labels].astype(np.uint8 if values.max() < 256 else np.uint16)
-        return [write_image(out_dir / name, mapped, geometry, reference=source)]
+        return [write_image(out_dir / name, data.labels.to_values(labels), geometry, reference=source)]
 
     def predict_files(
         self, cases: Sequence[tuple[str, Sequence[Path]]], out_dir: Path, progress: Callable[[], None] | None = None
@@ -153,7 +151,7 @@ class Predictor:
         for _case_id, channels in cases:
             target = out_dir / _output_name(channels[0])
             if self.options.skip_existing and (
-                target.exists() or (self.plans.data.multilabel and _all_structures(self, out_dir, channels[0]))
+                target.exists() or (self.plans.data.labels.overlapping and _all_structures(self, out_dir, channels[0]))
             ):
                 logger.info("skipping %s (already predicted)", target.name)
             else:
@@ -171,13 +169,13 @@ class Predictor:
         image, geometry = read_channels(list(channels))
         _check_input(image, channels, len(self.plans.data.channel_names))
         logits, props = self.logits(image, geometry)
-        multilabel = self.plans.data.multilabel
-        labels = self._postprocess(logits_to_labels(logits, props, multilabel=multilabel))
+        overlapping = self.plans.data.labels.overlapping
+        labels = self._postprocess(logits_to_labels(logits, props, overlapping=overlapping))
         written = self.write(labels, geometry, channels[0], out_dir)
-        probs = logits_to_probabilities(logits, props, multilabel=multilabel)
+        probs = logits_to_probabilities(logits, props, overlapping=overlapping)
         path = out_dir / f"{case_stem(channels[0])}_probabilities.npz"
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, probabilities=probs, classes=json.dumps(self.plans.data.label_names))
+            np.savez_compressed(handle, probabilities=probs, classes=json.dumps(self.plans.data.labels.names))
         return [*written, path]
 
 
@@ -206,4 +204,4 @@ def _output_name(source: Path) -> str:
 
 def _all_structures(predictor: Predictor, out_dir: Path, source: Path) -> bool:
     name = _output_name(source)
-    return all((out_dir / s / name).exists() for s in predictor.plans.data.label_names.values())
+    return all((out_dir / s / name).exists() for s in predictor.plans.data.labels.names.values())

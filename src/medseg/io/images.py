@@ -37,7 +37,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from medseg.errors import ConfigError, DataError
-from medseg.fileutil import atomic_path, compound_suffix
+from medseg.fileutil import atomic_path, compound_suffix, make_dirs
 from medseg.io import dicom
 from medseg.io import pixels as io2d
 
@@ -552,7 +552,7 @@ def _write_sitk(path: Path, data: np.ndarray, geometry: Geometry, fmt: str) -> N
 def _write_mhd(path: Path, image: sitk.Image, compress: bool) -> None:
     """A .mhd header names its data file, so write both under their final names in a temporary
     folder beside ``path``, then move the data file and, last, the header into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.tmp-") as folder:
         staged = Path(folder) / path.name
         sitk.WriteImage(image, str(staged), compress)

@@ -15,6 +15,7 @@ import numpy as np
 from medseg.datasets.dataset import Dataset
 from medseg.errors import DataError
 from medseg.io.images import read_channels, read_label
+from medseg.labels import LabelSpec
 from medseg.preprocessing.forward import nonzero_bbox
 
 __all__ = ["Fingerprint", "IntensityStats", "fingerprint"]
@@ -40,9 +41,7 @@ class Fingerprint:
     spacings: tuple[tuple[float, ...], ...]
     cropped_shapes: tuple[tuple[int, ...], ...]
     channel_names: tuple[str, ...]
-    label_names: dict[int, str]
-    label_values: tuple[int, ...]
-    multilabel: bool
+    labels: LabelSpec
     foreground_intensity: tuple[IntensityStats, ...]
     file_ending: str
 
@@ -93,9 +92,7 @@ def fingerprint(dataset: Dataset, *, seed: int = 0, progress: Callable[[], None]
         spacings=tuple(spacings),
         cropped_shapes=tuple(cropped),
         channel_names=channel_names,
-        label_names=dataset.label_names,
-        label_values=dataset.label_values,
-        multilabel=dataset.multilabel,
+        labels=dataset.labels,
         foreground_intensity=stats,
         file_ending=dataset.file_ending,
     )

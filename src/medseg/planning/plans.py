@@ -63,7 +63,7 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     median_shape = np.median(shapes * spacings / np.array(spacing), axis=0)
     crop = bool(np.median(np.prod(np.array(fp.cropped_shapes), axis=1)) < 0.75 * np.median(np.prod(shapes, axis=1)))
     patch = _fit_patch(median_shape, spacing, voxel_budget)
-    out_channels = len(fp.label_names)
+    out_channels = len(fp.labels.names)
     net = nnunet_config(
         fp.ndim,
         len(fp.channel_names),
@@ -88,9 +88,7 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     data = DataConfig(
         ndim=fp.ndim,
         channel_names=fp.channel_names,
-        label_names=fp.label_names,
-        label_values=fp.label_values,
-        multilabel=fp.multilabel,
+        labels=fp.labels,
         target_spacing=spacing,
         normalization=tuple(
             _channel_norm(name, s) for name, s in zip(fp.channel_names, fp.foreground_intensity, strict=True)
@@ -98,7 +96,7 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         crop_to_nonzero=crop,
         file_ending=fp.file_ending,
     )
-    mirror = mirror_axes(fp.ndim, fp.label_names)
+    mirror = mirror_axes(fp.ndim, fp.labels.names)
     augment = replace(AugmentConfig(), flip_axes=mirror, rotate_in_plane_only=anisotropic)
     train = TrainConfig(
         patch_size=patch,

@@ -15,7 +15,7 @@ import numpy as np
 
 from medseg.config.plans import DataConfig
 from medseg.datasets.dataset import Case
-from medseg.fileutil import atomic_path, atomic_write_json
+from medseg.fileutil import atomic_path, atomic_write_json, make_dirs
 from medseg.preprocessing.forward import CaseProperties, PreprocessedCase, preprocess_case
 from medseg.serial import from_dict, to_dict
 
@@ -31,7 +31,7 @@ def preprocess_dataset(
 ) -> list[Path]:
     """Preprocess ``cases`` into ``folder`` (one ``.npz`` + ``.json`` each); cases already done with the same
     data configuration are kept. Each file is written atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     stamp = _data_hash(data)
     paths = []
     for case in cases:

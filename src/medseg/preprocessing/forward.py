@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medseg.config.plans import DataConfig
-from medseg.datasets.dataset import Case, label_indices
+from medseg.datasets.dataset import Case
 from medseg.errors import DataError
 from medseg.io.images import Geometry, read_channels, read_label
 from medseg.preprocessing.resample import resample, resample_label
@@ -91,14 +91,14 @@ def preprocess_case(case: Case, data: DataConfig) -> PreprocessedCase:
                 )
             if not label_geometry.matches(geometry):
                 raise DataError(path, "label geometry differs from the image", "run `medseg check`")
-        if data.multilabel:
+        if data.labels.overlapping:
             label = np.stack(
                 [resample_label((lab[crop] > 0).astype(np.uint8), 2, props.resampled_shape) for lab in labels]
             )
         else:
             label = resample_label(
-                label_indices(labels[0][crop], data.label_values, case.label[0]),
-                len(data.label_names),
+                data.labels.to_indices(labels[0][crop], case.label[0]),
+                len(data.labels.names),
                 props.resampled_shape,
             )
     return PreprocessedCase(array, label, props)

@@ -22,11 +22,11 @@ def _crop(props: CaseProperties) -> tuple[tuple[slice, ...], tuple[int, ...]]:
     return crop, tuple(b - a for a, b in zip(props.bbox_start, props.bbox_stop, strict=True))
 
 
-def logits_to_labels(logits: torch.Tensor, props: CaseProperties, *, multilabel: bool) -> np.ndarray:
+def logits_to_labels(logits: torch.Tensor, props: CaseProperties, *, overlapping: bool) -> np.ndarray:
     """Network-grid logits (K, *spatial) -> labels in the original grid: (*original) class indices, or
     (K, *original) uint8 masks for overlapping structures (logit > 0, i.e. sigmoid > 0.5)."""
     crop, cropped = _crop(props)
-    if multilabel:
+    if overlapping:
         out = np.zeros((logits.shape[0], *props.original_shape), dtype=np.uint8)
         for k in range(logits.shape[0]):
             out[(k, *crop)] = (resample_channel(logits[k], cropped) > 0).numpy()
@@ -36,14 +36,14 @@ def logits_to_labels(logits: torch.Tensor, props: CaseProperties, *, multilabel:
     return full
 
 
-def logits_to_probabilities(logits: torch.Tensor, props: CaseProperties, *, multilabel: bool) -> np.ndarray:
+def logits_to_probabilities(logits: torch.Tensor, props: CaseProperties, *, overlapping: bool) -> np.ndarray:
     """(K, *spatial) logits -> (K, *original) float32 probabilities (softmax, or sigmoid for structures);
     voxels outside the non-zero crop get background probability 1 (structures: 0)."""
     crop, cropped = _crop(props)
     resampled = torch.stack([resample_channel(logits[k], cropped) for k in range(logits.shape[0])])
-    probs = torch.sigmoid(resampled) if multilabel else torch.softmax(resampled, dim=0)
+    probs = torch.sigmoid(resampled) if overlapping else torch.softmax(resampled, dim=0)
     out = np.zeros((logits.shape[0], *props.original_shape), dtype=np.float32)
-    if not multilabel:
+    if not overlapping:
         out[0] = 1.0
     out[(slice(None), *crop)] = probs.numpy()
     return out

@@ -27,10 +27,10 @@ class PatchDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
     ``(K, *patch)`` float32 binary masks for overlapping structures.
     """
 
-    def __init__(self, cases: Sequence[PreprocessedCase], config: TrainConfig, multilabel: bool) -> None:
+    def __init__(self, cases: Sequence[PreprocessedCase], config: TrainConfig, overlapping: bool) -> None:
         self.cases = list(cases)
         self.config = config
-        self.multilabel = multilabel
+        self.overlapping = overlapping
         context = rotation_context(config.patch_size, config.augment)
         self.sampler = PatchSampler(tuple(config.patch_size), config.foreground_fraction, context)
         rng = np.random.default_rng([config.seed, 2**31])
@@ -47,7 +47,7 @@ class PatchDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
         image, label = self.sampler.sample(case.image, case.label, rng, self.locations[k])
         image, label = augment(image, label, self.config.augment, rng, out_shape=self.config.patch_size)
         target = torch.from_numpy(np.ascontiguousarray(label))
-        target = target.float() if self.multilabel else target.long()[None]
+        target = target.float() if self.overlapping else target.long()[None]
         return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), target
 
 

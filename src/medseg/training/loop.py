@@ -56,8 +56,8 @@ def _example_batch(plans: Plans) -> tuple[torch.Tensor, torch.Tensor]:
     cfg = plans.train
     generator = torch.Generator().manual_seed(0)
     image = torch.randn(cfg.batch_size, plans.model.in_channels, *cfg.patch_size, generator=generator)
-    shape = (cfg.batch_size, plans.model.out_channels if plans.data.multilabel else 1, *cfg.patch_size)
-    if plans.data.multilabel:
+    shape = (cfg.batch_size, plans.model.out_channels if plans.data.labels.overlapping else 1, *cfg.patch_size)
+    if plans.data.labels.overlapping:
         return image, (torch.rand(shape, generator=generator) > 0.5).float()
     return image, torch.zeros(shape, dtype=torch.long)
 
@@ -81,7 +81,7 @@ def fit(
     optimizer = build_optimizer(list(model.parameters()), cfg)
     base = (
         DiceBCELoss(batch_dice=cfg.batch_dice)
-        if plans.data.multilabel
+        if plans.data.labels.overlapping
         else DiceCELoss(include_background=cfg.include_background, batch_dice=cfg.batch_dice)
     )
     n_outputs = len(plans.model.features) - 2 if plans.model.deep_supervision else 1
@@ -94,7 +94,7 @@ def fit(
         state = _restore(run_dir / LAST, model, optimizer, scaler, device)
         logger.info("resuming at epoch %d (%.0f s trained so far)", state["epoch"], state["elapsed_s"])
     _truncate_log(run_dir / LOG, state["epoch"])
-    dataset = PatchDataset(train_cases, cfg, plans.data.multilabel)
+    dataset = PatchDataset(train_cases, cfg, plans.data.labels.overlapping)
     batches = iter(make_loader(dataset, state["epoch"], cfg))
     epoch = state["epoch"]
     while not _finished(epoch, state["elapsed_s"], cfg):
@@ -213,10 +213,10 @@ def validation_dice(
         patch_size=plans.infer.patch_size, overlap=plans.infer.overlap, batch_size=plans.infer.batch_size
     )
     scores: dict[str, list[float]] = {}
-    names = plans.data.label_names
+    names = plans.data.labels.names
     for case in cases:
         logits = sliding_window_logits(model, torch.from_numpy(case.image).to(device), config)
-        if plans.data.multilabel:
+        if plans.data.labels.overlapping:
             pred = (logits > 0).cpu().numpy()
             ref = case.label.astype(bool)  # type: ignore[union-attr]
             pairs = {names[k + 1]: (pred[k], ref[k]) for k in range(pred.shape[0])}

@@ -16,10 +16,11 @@ import numpy as np
 
 from medseg.errors import DataError
 from medseg.evaluation.evaluate import EvalPair, evaluate_pairs, write_metrics
+from medseg.fileutil import make_dirs
 from medseg.inference.predictor import Predictor
 from medseg.io.images import Geometry, write_image
 from medseg.synthetic import SyntheticSpec, make_cases, write_dataset
-from medseg.workflow import Callbacks, TrainOptions, _step, labels_of, resolve_device, train_run, write_run_report
+from medseg.workflow import Callbacks, TrainOptions, _step, resolve_device, train_run, write_run_report
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -72,9 +73,9 @@ def run_demo(
         EvalPair(p.name.removesuffix(".nii.gz"), (predictions / p.name,), (test_labels / p.name,))
         for p in sorted(test_images.iterdir())
     ]
-    metrics = evaluate_pairs(pairs, labels_of(predictor.plans))
+    metrics = evaluate_pairs(pairs, predictor.plans.data.labels)
     evaluation = out / "evaluation"
-    evaluation.mkdir(parents=True, exist_ok=True)
+    make_dirs(evaluation)
     write_metrics(metrics, evaluation)
     images = {p.case_id: [test_images / f"{p.case_id}.nii.gz"] for p in pairs}
     report = write_run_report(
@@ -90,9 +91,9 @@ def run_demo(
 
 
 def _prepare(out: Path) -> None:
-    if out.exists():
+    if out.is_dir():
         if not (out / _MARKER).exists() and any(out.iterdir()):
             raise DataError(out, "folder exists and was not made by `medseg demo`", "pass another --out folder")
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    make_dirs(out)  # a file at ``out`` or above it is a one-line error
     (out / _MARKER).write_text("made by medseg demo; safe to delete\n")

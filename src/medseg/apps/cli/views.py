@@ -54,7 +54,7 @@ def check_command(root: Path, *, per_case: bool = True) -> int:
 
 
 def _case_table(report: CheckReport) -> Table:
-    names = report.dataset.label_names
+    names = report.dataset.labels.names
     table = Table(title=f"{report.dataset.root} ({report.dataset.layout} layout)")
     for column in ("case", "channels", "shape", "spacing (mm)", "intensity range", "label voxels"):
         table.add_column(column)
@@ -80,15 +80,15 @@ def _summary_table(report: CheckReport) -> Table:
     table.add_row("layout", ds.layout)
     table.add_row("cases", f"{len(ds.cases)} training ({labelled} labelled), {len(ds.test_cases)} test")
     table.add_row("channels", f"{len(ds.channel_names)}: {', '.join(ds.channel_names)}")
-    kind = "overlapping structures" if ds.multilabel else "labels"
+    kind = "overlapping structures" if ds.labels.overlapping else "labels"
     totals = report.label_totals()
     label_text = ", ".join(
         f"{k}={name}"
-        + (f" (value {ds.label_values[k]})" if not ds.multilabel and ds.label_values[k] != k else "")
+        + (f" (value {ds.labels.values[k]})" if not ds.labels.overlapping and ds.labels.values[k] != k else "")
         + f": {totals.get(k, 0)} voxels"
-        for k, name in ds.label_names.items()
+        for k, name in ds.labels.names.items()
     )
-    table.add_row(kind, f"{len(ds.label_names)}: {label_text}")
+    table.add_row(kind, f"{len(ds.labels.names)}: {label_text}")
     if report.cases:
         shapes = np.array([c.shape for c in report.cases if len(c.shape) == len(report.cases[0].shape)])
         spacings = np.array([c.spacing for c in report.cases if len(c.spacing) == len(report.cases[0].spacing)])
@@ -240,13 +240,13 @@ def _group_channels(files: list[Path], n_channels: int) -> list[tuple[str, tuple
 def evaluate_command(predictions: Path, references: Path, out: Path, run: Path | None, tolerance: float) -> None:
     from medseg.config.plans import load_plans
     from medseg.evaluation.evaluate import discover_pairs, evaluate_pairs, labels_from_references, write_metrics
-    from medseg.workflow import labels_of
+    from medseg.fileutil import make_dirs
 
-    labels = labels_of(load_plans(run / "plans.json")) if run else labels_from_references(references)
+    labels = load_plans(run / "plans.json").data.labels if run else labels_from_references(references)
     pairs = discover_pairs(predictions, references, labels)
     with progress_bar("evaluating", len(pairs)) as advance:
         metrics = evaluate_pairs(pairs, labels, nsd_tolerance_mm=tolerance, progress=advance)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     json_path, csv_path = write_metrics(metrics, out)
     _print_metrics(json_path, "evaluation")
     Console().print(f"metrics: {json_path}, {csv_path}")
