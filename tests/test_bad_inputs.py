@@ -11,8 +11,10 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import struct
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +170,18 @@ def rgb_mask(path: Path) -> None:
     Image.fromarray(rgb, mode="RGB").save(path)
 
 
+def symlink_loop(path: Path) -> None:
+    """``ln -s NAME NAME``: a symbolic link that points at itself (opening it fails with ELOOP)."""
+    path.unlink()
+    path.symlink_to(path.name)
+
+
+def dangling_symlink(path: Path) -> None:
+    """A symbolic link to a file that is not there (a moved or unmounted original)."""
+    path.unlink()
+    path.symlink_to(f"gone_{path.name}")
+
+
 def dicom_scan(folder: Path, source: Path) -> Path:
     """``source`` (a NIfTI scan) written as a DICOM series folder."""
     image, geometry = read_image(source)
@@ -210,6 +224,10 @@ DATASET_CORPUS: dict[str, Broken] = {
     "direction-mismatch": Broken("labelsTr/case_001.nii.gz", flipped_direction, "label geometry differs"),
     "undeclared-label": Broken("labelsTr/case_001.nii.gz", label_seven, "label values [7] are not declared"),
     "absurd-dimensions": Broken("imagesTr/case_001.nii.gz", absurd_nifti, "voxels, over the limit"),
+    "symlink-loop": Broken("imagesTr/case_001.nii.gz", symlink_loop, "is a symbolic link loop"),
+    "dangling-symlink": Broken(
+        "labelsTr/case_001.nii.gz", dangling_symlink, "is a broken symbolic link (to gone_case_001.nii.gz)"
+    ),
 }
 
 
@@ -316,6 +334,7 @@ PREPROCESS_CORPUS = [
     "direction-mismatch",
     "undeclared-label",
     "absurd-dimensions",
+    "symlink-loop",
 ]
 
 
@@ -363,6 +382,8 @@ PREDICT_CORPUS: dict[str, tuple[Callable[..., None], str]] = {
     "absurd-dimensions-nrrd": (absurd_nrrd, "1,000,000,000,000,000 voxels, over the limit"),
     "dicom-missing-slice": (dicom_missing_slice, "missing"),
     "dicom-two-series": (dicom_two_series, "holds 2 DICOM series"),
+    "symlink-loop": (symlink_loop, "is a symbolic link loop"),
+    "dangling-symlink": (dangling_symlink, "is a broken symbolic link (to gone_case_004.nii.gz)"),
 }
 
 
@@ -407,6 +428,51 @@ def test_predict_continue_skips_finished_cases(trained: Path, pristine: Path, tm
     assert read_label(out / "b_case.nii.gz")[0].shape == read_image(scans / "b_case.nii.gz")[0].shape[1:]
 
 
+# ---------------------------------------------------------------------- a scan of another kind than the run's
+
+
+@pytest.fixture(scope="module")
+def trained_2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained run on 2D grey PNG slices (images/ + masks/)."""
+    root = tmp_path_factory.mktemp("trained2d")
+    dataset = write_dataset(root / "f2d", SPEC_2D, n_cases=4, seed=5, layout="folder")
+    return train_run(dataset, root / "run", TINY)
+
+
+def _rgb_png(path: Path, source: Path) -> Path:
+    from PIL import Image
+
+    grey = np.asarray(Image.open(source).convert("L"))
+    Image.fromarray(np.stack([grey, grey[::-1], 255 - grey], axis=-1), mode="RGB").save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("run", "scan", "shows"),
+    [
+        ("3d", "png", "is a 2D image (64×64), the run was trained on 3D volumes"),
+        ("2d", "nifti", "is a 3D volume (8×48×48), the run was trained on 2D images"),
+        ("2d", "rgb-png", "has 3 channel(s), the model expects 1"),  # 3D: "2-channel-scan" above
+    ],
+    ids=["2d-png-into-3d-run", "3d-nifti-into-2d-run", "rgb-png-into-grey-2d-run"],
+)
+def test_predict_refuses_a_scan_the_run_was_not_trained_for(
+    run: str, scan: str, shows: str, trained: Path, trained_2d: Path, pristine: Path, tmp_path, capsys, monkeypatch
+) -> None:
+    """Dimensionality and channels are checked once, where a scan meets a run (inference/inputs.check_scan)."""
+    png = trained_2d.parent / "f2d" / "images" / "case_000.png"
+    path = {
+        "png": lambda: png,
+        "rgb-png": lambda: _rgb_png(tmp_path / "colour.png", png),
+        "nifti": lambda: pristine / "imagesTs" / "case_004.nii.gz",
+    }[scan]()
+    out = tmp_path / "pred"
+    run_dir = trained if run == "3d" else trained_2d
+    result = run_main(["predict", str(run_dir), str(path), str(out), *CPU, "--no-tta"], capsys, monkeypatch)
+    assert_one_line_error(result, f"{path}: {shows} (pass ")
+    assert files_under(out) == []
+
+
 # ------------------------------------------------------------------------------------- untrusted files
 
 
@@ -441,6 +507,29 @@ def test_checkpoint_with_code_is_refused(trained: Path, pristine: Path, tmp_path
     result = run_main(["predict", str(run), str(scan), str(tmp_path / "pred"), *CPU], capsys, monkeypatch)
     assert_one_line_error(result, f"{run / 'checkpoint_best.pt'}: ", "refused")
     assert "code ran" not in result.out + result.err
+
+
+def damage_weights(path: Path) -> None:
+    """Zero 4 KiB in the middle of the checkpoint's largest tensor (torch stores zip entries uncompressed)."""
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    middle = info.header_offset + 30 + name_length + extra_length + info.file_size // 2
+    assert info.file_size >= 8192
+    data[middle - 2048 : middle + 2048] = bytes(4096)
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_checkpoint_is_refused(trained: Path, pristine: Path, tmp_path, capsys, monkeypatch) -> None:
+    """Zeroed bytes inside the weights load fine with torch alone; the checkpoint's checksum refuses them."""
+    run = _copy_run(trained, tmp_path)
+    damage_weights(run / "checkpoint_best.pt")
+    torch.load(run / "checkpoint_best.pt", weights_only=True)  # torch notices nothing
+    scan = pristine / "imagesTs" / "case_004.nii.gz"
+    result = run_main(["predict", str(run), str(scan), str(tmp_path / "pred"), *CPU], capsys, monkeypatch)
+    assert_one_line_error(result, f"{run / 'checkpoint_best.pt'}: checksum mismatch: the file is damaged")
+    assert not (tmp_path / "pred").exists()
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -490,6 +579,62 @@ def test_rgb_mask_in_check_plan_and_evaluate(folder_2d: Path, tmp_path, capsys, 
     result = run_main(["evaluate", str(folder_2d / "masks"), str(folder_2d / "masks")], capsys, monkeypatch)
     assert_one_line_error(result, f"{mask}: ", shows)
     assert not (folder_2d / "masks" / "metrics.json").exists()
+
+
+# --------------------------------------------------------------------- symbolic links in a folder dataset
+
+
+@pytest.mark.parametrize(
+    ("make", "shows"),
+    [(symlink_loop, "is a symbolic link loop"), (dangling_symlink, "is a broken symbolic link (to gone_case_001.png)")],
+    ids=["loop", "dangling"],
+)
+def test_symlinks_in_an_images_folder(make, shows: str, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``images/case_001.png`` a link loop or a dangling link: a problem of that case, not a skipped file."""
+    root = write_dataset(tmp_path / "f2d", SPEC_2D, n_cases=3, seed=3, layout="folder")
+    image = root / "images" / "case_001.png"
+    make(image)
+    result = run_main(["check", str(root), "--summary"], capsys, monkeypatch)
+    out = " ".join(result.out.split())
+    assert result.code == 1 and f"{image}: {shows}" in out and "Traceback" not in result.out + result.err, result
+    assert "mask without an image" not in out
+    for command in ("plan", "train"):
+        run = tmp_path / "run"
+        result = run_main([command, str(root), "--out", str(run), *CPU], capsys, monkeypatch)
+        assert_one_line_error(result, f"{image}: {shows}", "run `medseg check`")
+        assert not run.exists()
+
+
+# --------------------------------------------------------------------------- an output path under a file
+
+
+def _output_under_a_file(command: str, blocker: Path, pristine: Path, request: pytest.FixtureRequest) -> list[str]:
+    scan = pristine / "imagesTs" / "case_004.nii.gz"
+    labels = pristine / "labelsTr"
+    return {
+        "predict": lambda: ["predict", str(request.getfixturevalue("trained")), str(scan), str(blocker / "out"), *CPU],
+        "predict-nested": lambda: [
+            "predict", str(request.getfixturevalue("trained")), str(scan), str(blocker / "a" / "b"), *CPU
+        ],
+        "evaluate": lambda: ["evaluate", str(labels), str(labels), "--out", str(blocker / "x")],
+        "plan": lambda: ["plan", str(pristine), "--out", str(blocker / "run"), *CPU],
+        "train": lambda: ["train", str(pristine), "--out", str(blocker / "run"), *CPU],
+        "convert": lambda: ["convert", str(pristine), str(blocker / "new")],
+        "generate": lambda: ["generate", str(blocker / "new"), "--cases", "2"],
+    }[command]()  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["predict", "predict-nested", "evaluate", "plan", "train", "convert", "generate"])
+def test_an_output_path_under_a_file(command: str, pristine: Path, tmp_path, capsys, monkeypatch, request) -> None:
+    """``medseg predict RUN scan some_file/out`` and the like: every output folder is made by
+    ``fileutil.make_dirs``, which names the file in the way; nothing is written anywhere."""
+    blocker = tmp_path / "some_file"
+    blocker.write_text("a file, not a folder\n")
+    result = run_main(_output_under_a_file(command, blocker, pristine, request), capsys, monkeypatch)
+    assert_one_line_error(result, f"{blocker}: is a file, not a folder (an output folder is needed there")
+    assert blocker.read_text() == "a file, not a folder\n"
+    assert files_under(tmp_path) == ["some_file"]
+    assert not [f for f in files_under(pristine) if "metrics" in f or ".tmp-" in f]
 
 
 # ------------------------------------------------------------------------ real processes (a subset)

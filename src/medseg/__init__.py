@@ -1,9 +1,104 @@
 """medseg: semantic segmentation of medical images with the U-Net family.
 
-Importing this package has no side effects and imports no heavy library; the public API lives in the
-sub-packages (``medseg.data``, ``medseg.models``, ...).
+This is the public API: what the command line, a server, a GUI or a notebook import. Importing ``medseg``
+has no side effects and loads no heavy library; each name is imported from its module on first use.
+
+Example (the README's, run by ``tests/test_api.py``)::
+
+    import medseg
+
+    report = medseg.check_dataset(medseg.load_dataset(dataset))     # every problem, per file
+    options = medseg.TrainOptions(epochs=2, iterations_per_epoch=5, device="cpu")
+    medseg.train(dataset, run, options)                             # plan, preprocess, train, evaluate
+    predictor = medseg.Predictor.from_run(run)
+    labels, geometry = predictor.predict([scan])                    # a file (or a DICOM folder)
+    labels = predictor.predict_array(image, geometry)               # an array with its geometry
+    metrics = medseg.evaluate(predictions, references)              # Dice, HD95, NSD, ... per case
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# public name -> module that defines it (imported on first use)
+_API: dict[str, str] = {
+    # errors: MedsegError and its subclasses are the user's mistakes (one line, exit 2 in the CLI)
+    "MedsegError": "medseg.errors",
+    "DataError": "medseg.errors",
+    "ConfigError": "medseg.errors",
+    # images and datasets
+    "Geometry": "medseg.io.images",
+    "read_image": "medseg.io.images",
+    "read_channels": "medseg.io.images",
+    "read_label": "medseg.io.images",
+    "write_image": "medseg.io.images",
+    "SUPPORTED_SUFFIXES": "medseg.io.images",
+    "LabelSpec": "medseg.labels",
+    "Dataset": "medseg.datasets.dataset",
+    "Case": "medseg.datasets.dataset",
+    "load_dataset": "medseg.datasets.dataset",
+    "CheckReport": "medseg.datasets.check",
+    "check_dataset": "medseg.datasets.check",
+    "ConvertOptions": "medseg.datasets.convert",
+    "convert_dataset": "medseg.datasets.convert",
+    # plans and run folders
+    "Plans": "medseg.config.plans",
+    "load_plans": "medseg.config.plans",
+    "save_plans": "medseg.config.plans",
+    "RunDir": "medseg.run",
+    "MODELS": "medseg.models.registry",
+    "LOSSES": "medseg.losses.registry",
+    "resolve_device": "medseg.device",
+    # the method, step by step (progress and cancellation through Callbacks)
+    "TrainOptions": "medseg.workflow",
+    "Callbacks": "medseg.workflow",
+    "EpochResult": "medseg.training.loop",
+    "plan": "medseg.workflow",
+    "preprocess": "medseg.workflow",
+    "train": "medseg.workflow",
+    # prediction
+    "Predictor": "medseg.inference.predictor",
+    "PredictOptions": "medseg.inference.predictor",
+    "PostProcessing": "medseg.config.postprocessing",
+    "find_scans": "medseg.inference.inputs",
+    "group_channels": "medseg.inference.inputs",
+    # evaluation and reports
+    "evaluate": "medseg.evaluation.evaluate",
+    "EvalPair": "medseg.evaluation.evaluate",
+    "evaluate_pairs": "medseg.evaluation.evaluate",
+    "discover_pairs": "medseg.evaluation.evaluate",
+    "labels_from_references": "medseg.evaluation.evaluate",
+    "write_metrics": "medseg.evaluation.evaluate",
+    "write_run_report": "medseg.evaluation.run_report",
+    "run_demo": "medseg.demo",
+    "DemoResult": "medseg.demo",
+    # synthetic data (tests, the demo, trying medseg without data)
+    "SyntheticSpec": "medseg.synthetic",
+    "make_cases": "medseg.synthetic",
+    "write_dataset": "medseg.synthetic",
+}
+
+# names whose definition in their module differs from the public one
+_ALIASES: dict[str, str] = {
+    "plan": "plan_run",
+    "preprocess": "preprocess_run",
+    "train": "train_run",
+    "evaluate": "evaluate_folders",
+}
+
+__all__ = ["__version__", *sorted(_API)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), _ALIASES.get(name, name))
+        globals()[name] = value  # cache: later look-ups do not come here
+        return value
+    raise AttributeError(f"module 'medseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -7,6 +7,7 @@ complete file, never a half-written one, even if the process is killed mid-write
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -17,7 +18,7 @@ from typing import Any
 
 from medseg.errors import DataError
 
-__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "compound_suffix", "make_dirs"]
+__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "compound_suffix", "make_dirs", "path_problem"]
 
 # Suffixes that span two dots; the writer libraries pick the format from the full suffix.
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
@@ -36,6 +37,30 @@ def compound_suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def path_problem(path: str | Path) -> tuple[str, str] | None:
+    """Why ``path`` cannot be looked at, as ``(problem, fix)`` for a :class:`DataError`; None if it can.
+
+    Distinguishes a missing file from a broken symbolic link, a symbolic link loop and any other error the
+    operating system reports (permission denied, an I/O error), so that none of them becomes a traceback.
+
+    Example:
+        >>> path_problem(Path("loop.nii.gz"))   # doctest: +SKIP   (made by ``ln -s loop.nii.gz loop.nii.gz``)
+        ('is a symbolic link loop (it points back to itself)', 'point the link at the real file or remove it')
+    """
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            target = os.readlink(path)
+            return f"is a broken symbolic link (to {target})", "point the link at an existing file or remove it"
+        return "no such file or folder", "check the path and its spelling"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            return "is a symbolic link loop (it points back to itself)", "point the link at the real file or remove it"
+        return f"cannot be opened ({exc.strerror or type(exc).__name__})", "check the file and its permissions"
+    return None
+
+
 def make_dirs(path: str | Path) -> Path:
     """Create the folder ``path`` and its parents (``mkdir -p``) for output; return ``path``.
 
@@ -45,7 +70,7 @@ def make_dirs(path: str | Path) -> Path:
 
     Example:
         >>> make_dirs(Path("notes.txt") / "out")   # doctest: +SKIP
-        DataError: notes.txt: is a file, not a folder (cannot create notes.txt/out in it; choose another path)
+        DataError: notes.txt: is a file, not a folder (an output folder is needed there; choose another path)
     """
     path = Path(path)
     try:
@@ -53,7 +78,8 @@ def make_dirs(path: str | Path) -> Path:
     except (FileExistsError, NotADirectoryError) as exc:
         blocker = _not_a_folder(path) or path
         kind = "a broken symbolic link" if blocker.is_symlink() and not blocker.exists() else "a file"
-        raise DataError(blocker, f"is {kind}, not a folder", f"cannot create {path} in it; choose another path") from exc
+        fix = "an output folder is needed there; choose another path"
+        raise DataError(blocker, f"is {kind}, not a folder", fix) from exc
     except OSError as exc:  # PermissionError, a read-only file system, a name too long, a symlink loop, ...
         reason = exc.strerror or type(exc).__name__
         raise DataError(path, f"cannot create folder ({reason})", "choose a folder you can write to") from exc

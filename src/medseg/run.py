@@ -12,7 +12,8 @@ A run folder describes itself; prediction needs nothing else::
 Checkpoints are written atomically and read with ``torch.load(weights_only=True)``. A PyTorch checkpoint
 is a pickle, and unpickling a file from elsewhere can run arbitrary code: medseg writes only tensors,
 numbers, strings, lists and dicts, and ``weights_only`` refuses anything else, so such a file is reported as
-untrusted instead of being executed.
+untrusted instead of being executed. Each checkpoint also carries a SHA-256 checksum of its content, checked
+on load, so a damaged file is refused instead of predicting garbage.
 
 Example:
     >>> run = RunDir(Path("runs/hippocampus"))          # doctest: +SKIP
@@ -21,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -43,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 Checkpoint = Literal["best", "last"]
 _CHECKPOINTS: dict[str, str] = {"best": "checkpoint_best.pt", "last": "checkpoint_last.pt"}
+_CHECKSUM = "sha256"  # checkpoint key of the content's digest
 
 
 @dataclass(frozen=True)
@@ -111,12 +114,16 @@ class RunDir:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(self.record_path, f"missing or damaged run record ({exc})", "plan the run again") from exc
 
-    def create(self, plans: Plans, record: RunRecord) -> None:
-        """Write ``plans.json`` and ``dataset.json`` into a new (or empty) folder: both appear, or neither."""
+    def require_new(self) -> None:
+        """Refuse a folder that exists and is not empty (a run is never planned over another)."""
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise DataError(
                 self.path, "run folder exists and is not empty", "pass --resume to continue it, or a new folder"
             )
+
+    def create(self, plans: Plans, record: RunRecord) -> None:
+        """Write ``plans.json`` and ``dataset.json`` into a new (or empty) folder: both appear, or neither."""
+        self.require_new()
         if self.path.is_dir():
             self.path.rmdir()  # empty, checked above
         data = {
@@ -140,9 +147,15 @@ class RunDir:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` via a temporary file, fsync'd before the rename."""
+    """Write ``state`` to ``path`` via a temporary file, fsync'd before the rename.
+
+    The file carries the SHA-256 digest of its content under the key ``sha256`` (see :func:`_digest`), which
+    :func:`load_checkpoint` verifies: torch's zip container has no checksum of its own, so damaged weights
+    would otherwise load without complaint and predict garbage.
+    """
+    content = {k: v for k, v in state.items() if k != _CHECKSUM}
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(state, handle)
+        torch.save({**content, _CHECKSUM: _digest(content)}, handle)
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -167,7 +180,50 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise DataError(path, f"unreadable or truncated checkpoint ({_reason(exc)})") from exc
     if not isinstance(state, dict) or "model" not in state:
         raise DataError(path, "not a medseg checkpoint (no 'model' entry)")
+    _verify(path, state)
     return state
+
+
+def _verify(path: Path, state: dict[str, Any]) -> None:
+    """Compare the stored checksum with the content's (and remove it from ``state``); a checkpoint written
+    before checksums existed (medseg 0.1.0) loads with a warning."""
+    if _CHECKSUM not in state:
+        logger.warning("%s: the checkpoint has no checksum (written by medseg 0.1.0), so it cannot be verified", path)
+        return
+    stored = state.pop(_CHECKSUM)
+    if not isinstance(stored, str) or stored != _digest(state):
+        raise DataError(
+            path,
+            "checksum mismatch: the file is damaged; its content differs from what was saved",
+            "restore it from a copy, use the run's other checkpoint, or train again",
+        )
+
+
+def _digest(state: Any) -> str:
+    """SHA-256 of a checkpoint's content, deterministic and independent of the file's layout: dict entries in
+    sorted key order, tensors as dtype + shape + raw bytes (on CPU), numbers and strings by ``repr``."""
+    digest = hashlib.sha256()
+    _feed(digest, state)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        # viewed as bytes: numpy has no bfloat16, and a 0-d tensor (an optimiser's step) needs a 1-d view
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        digest.update(f"dict {len(value)}\n".encode())
+        for key in sorted(value, key=lambda k: (type(k).__name__, repr(k))):
+            digest.update(f"key {type(key).__name__} {key!r}\n".encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__} {len(value)}\n".encode())
+        for item in value:
+            _feed(digest, item)
+    else:  # str, int, float, bool, None: repr is exact (floats round-trip)
+        digest.update(f"{type(value).__name__} {value!r}\n".encode())
 
 
 def _reason(exc: BaseException) -> str:

@@ -3,6 +3,9 @@
 Unknown keys and missing required keys are errors: a plans.json written by a newer or hand-edited version
 fails loudly instead of being half-understood. Tuples come back as tuples and ``dict[int, str]`` keys as
 ints (JSON has only string keys).
+
+Tagged unions: a field typed as a union of dataclasses (``Plans.model``) is written as the chosen class's
+fields, one of which is ``name``; reading picks the class whose ``NAMES`` class variable holds that name.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         non_none = [a for a in args if a is not type(None)]
+        if len(non_none) > 1 and all(dataclasses.is_dataclass(a) for a in non_none):
+            return _dataclass(_tagged(non_none, value, where), value, where)
         return _convert(non_none[0], value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -65,6 +70,16 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is Any:
         return value
     return _scalar(tp, value, where)
+
+
+def _tagged(classes: list[Any], value: Any, where: str) -> Any:
+    """The dataclass of a tagged union that serves ``value["name"]``."""
+    by_name = {name: cls for cls in classes for name in getattr(cls, "NAMES", ())}
+    if not isinstance(value, dict) or "name" not in value:
+        raise ConfigError(f"{where}: missing key 'name' (one of {sorted(by_name)})")
+    if value["name"] not in by_name:
+        raise ConfigError(f"{where}.name: {value['name']!r} is not one of {sorted(by_name)}")
+    return by_name[value["name"]]
 
 
 def _key(tp: Any, value: Any, where: str) -> Any:

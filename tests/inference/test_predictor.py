@@ -21,7 +21,7 @@ def _predictor(root: Path, spacing: tuple[float, ...] | None = None) -> Predicto
         plans = replace(plans, data=replace(plans.data, target_spacing=spacing))
     patch = (8, 32, 32)
     model_cfg = nnunet_config(3, 1, 4, patch, plans.data.target_spacing, base_features=4, max_features=8)
-    plans = replace(plans, model=model_cfg, infer=replace(plans.infer, patch_size=patch, batch_size=2))
+    plans = replace(plans, patch_size=patch, model=model_cfg, infer=replace(plans.infer, batch_size=2))
     model = build_model(model_cfg, generator=torch.Generator().manual_seed(0)).eval()
     return Predictor(plans, model, torch.device("cpu"))
 

@@ -262,11 +262,11 @@ def test_bad_net_output_and_image_are_reported():
     config = SlidingWindowConfig(patch_size=(4, 4))
     with pytest.raises(ValueError, match="net returned"):
         sliding_window_logits(lambda x: x[..., :2], _image((1, 8, 8), 0), config)
-    with pytest.raises(ConfigError, match="spatial axes"):
+    with pytest.raises(ValueError, match="spatial axes"):
         sliding_window_logits(lambda x: x, _image((1, 8, 8, 8), 0), config)
-    with pytest.raises(ConfigError, match="activation"):
+    with pytest.raises(ValueError, match="activation"):
         sliding_window_labels(lambda x: x, _image((1, 8, 8), 0), config, activation="relu")
-    with pytest.raises(ConfigError, match="threshold"):
+    with pytest.raises(ValueError, match="threshold"):
         sliding_window_labels(lambda x: x, _image((1, 8, 8), 0), config, activation="sigmoid", threshold=1.0)
 
 

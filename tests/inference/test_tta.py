@@ -48,7 +48,7 @@ def test_mirror_axes_combinations_rejects_bad_axes(axes):
 
 
 def test_mirrored_rejects_axis_missing_from_input():
-    with pytest.raises(ConfigError, match="2D input"):
+    with pytest.raises(ValueError, match="2D input"):
         mirrored(lambda x: x, (0, 2))(torch.zeros(1, 1, 4, 4))
 
 

@@ -183,10 +183,17 @@ def test_deep_supervision_binary_masks_and_plain_tensor() -> None:
         lambda: DiceCELoss()(torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 4, 4)),
         lambda: DiceCELoss()(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4).long()),
         lambda: DiceBCELoss()(torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 4, 4)),
-        lambda: DiceCELoss(ce_weight=-1.0),
         lambda: deep_supervision_weights(0),
     ],
 )
-def test_invalid_input_raises(call) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ConfigError):
+def test_tensors_that_do_not_fit_are_a_bug_not_a_user_error(call) -> None:  # type: ignore[no-untyped-def]
+    """Shapes and dtypes are the code's responsibility: a ValueError (traceback), never a ConfigError,
+    which the CLI would print as the user's mistake."""
+    with pytest.raises(ValueError) as info:
         call()
+    assert not isinstance(info.value, ConfigError)
+
+
+def test_invalid_loss_option_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="ce_weight"):
+        DiceCELoss(ce_weight=-1.0)

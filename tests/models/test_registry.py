@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import subprocess
 import sys
+import typing
 
 import pytest
 import torch
 
 from medseg.errors import ConfigError
-from medseg.models.registry import MODELS, build_model
+from medseg.models.configs import ModelConfig, ModelInputs
+from medseg.models.registry import MODELS, build_model, model_entry
 from medseg.models.unet_config import UNetConfig
 
 # Tracing and the TorchScript ONNX exporter warn about torch's own internals (instance norm's shape
@@ -52,7 +55,8 @@ def tiny_config(ndim: int, **overrides: object) -> UNetConfig:
 
 
 def make(name: str, config: UNetConfig, seed: int = 0) -> torch.nn.Module:
-    return build_model(config, name, generator=torch.Generator().manual_seed(seed))
+    """Registered model ``name`` built from ``config`` (its class's tiny config, named ``name``)."""
+    return build_model(dataclasses.replace(config, name=name), generator=torch.Generator().manual_seed(seed))
 
 
 def odd_input(ndim: int, batch: int = 2) -> torch.Tensor:
@@ -183,8 +187,31 @@ def test_onnx_export_matches_eager_with_dynamic_sizes(name: str, ndim: int) -> N
 
 
 def test_unknown_model_name_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown model 'vnet'.*unet"):
-        build_model(tiny_config(2), "vnet")
+    with pytest.raises(ConfigError, match=r"unknown model 'vnet'; choose one of classic_unet, unet"):
+        model_entry("vnet")
+    with pytest.raises(ConfigError, match=r"UNetConfig.name = 'vnet' is not one of"):
+        dataclasses.replace(tiny_config(2), name="vnet")
+
+
+def test_registry_and_the_plans_union_agree() -> None:
+    """Every config class of the plans.json union is registered under each name it serves, and every
+    registered name is one its config class serves: a model cannot be half added."""
+    union = typing.get_args(ModelConfig) or (ModelConfig,)
+    assert {entry.config for entry in MODELS.values()} == set(union)
+    assert {name for cls in union for name in cls.NAMES} == set(MODELS)
+    for name, entry in MODELS.items():
+        assert name in entry.config.NAMES
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_each_plan_rule_gives_a_buildable_config_of_its_name(name: str, ndim: int) -> None:
+    patch, spacing = ((64, 64), (1.0, 1.0)) if ndim == 2 else ((16, 32, 32), (3.0, 1.0, 1.0))
+    config = MODELS[name].plan(ModelInputs(ndim, 1, 3, patch, spacing, gpu=False))
+    assert config.name == name and isinstance(config, MODELS[name].config)
+    net = build_model(config).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(1, 1, *patch)).shape == (1, 3, *patch)
 
 
 def test_reading_the_model_config_does_not_import_torch() -> None:
@@ -201,7 +228,7 @@ def test_reading_the_model_config_does_not_import_torch() -> None:
 def test_package_exposes_the_networks_lazily() -> None:
     import medseg.models
 
-    assert medseg.models.UNet is MODELS["unet"]
+    assert medseg.models.UNet is MODELS["unet"].build
     assert medseg.models.build_model is build_model
     with pytest.raises(AttributeError):
         _ = medseg.models.NotAModel

@@ -40,7 +40,7 @@ def test_target_spacing_median_and_anisotropy_rule() -> None:
 def test_plans_fit_budget_and_network_divisor(device: str) -> None:
     fp = _fp([(120, 512, 512)] * 3, [(2.5, 0.7, 0.7)] * 3)
     plans = make_plans(fp, Budget(device=device))
-    patch = plans.train.patch_size
+    patch = plans.patch_size
     budget = 64**3 if device == "cpu" else 128**3
     assert math.prod(patch) <= budget * 1.5  # rounding up to the divisor may add a little
     assert all(p % d == 0 for p, d in zip(patch, plans.model.divisor, strict=True))
@@ -53,7 +53,7 @@ def test_plans_fit_budget_and_network_divisor(device: str) -> None:
 
 def test_small_images_give_whole_image_patches() -> None:
     plans = make_plans(_fp([(36, 50, 35)] * 5, [(1.0, 1.0, 1.0)] * 5, channel="MRI"), Budget())
-    assert all(p >= s for p, s in zip(plans.train.patch_size, (36, 50, 35), strict=True))
+    assert all(p >= s for p, s in zip(plans.patch_size, (36, 50, 35), strict=True))
     assert plans.data.normalization[0].scheme == "zscore"
 
 
@@ -78,7 +78,7 @@ def test_cpu_coarsens_large_images_for_context_gpu_does_not() -> None:
     gpu = make_plans(fp, Budget(device="cuda"))
     assert gpu.data.target_spacing == (0.35, 0.35)
     assert cpu.data.target_spacing == pytest.approx((0.7, 0.7))  # 1024² -> 512² = 4 x the 256² budget
-    assert cpu.train.patch_size == (256, 256)
+    assert cpu.patch_size == (256, 256)
 
 
 def test_time_budget_without_epochs_lets_time_decide() -> None:

@@ -5,8 +5,8 @@ experiment variant is a difference in this file or a CLI flag, never a subclass.
 
 Example:
     >>> plans = load_plans(Path("run/plans.json"))           # doctest: +SKIP
-    >>> plans.train.patch_size, plans.model.features
-    ((40, 56, 40), (16, 32, 64, 128))
+    >>> plans.patch_size, plans.model.name, plans.model.features
+    ((40, 56, 40), 'unet', (16, 32, 64, 128))
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Literal
 
 from medseg.config.augment import AugmentConfig
+from medseg.config.migrate import upgrade
 from medseg.config.postprocessing import PostProcessing
 from medseg.errors import ConfigError
 from medseg.fileutil import atomic_write_json
 from medseg.labels import LabelSpec
-from medseg.models.unet_config import UNetConfig
+from medseg.models.configs import ModelConfig
 from medseg.serial import from_dict, to_dict
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
     "save_plans",
 ]
 
-PLANS_VERSION = 1
+PLANS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    patch_size: tuple[int, ...]
+    """How to train: optimiser, schedule, loss (a name in :data:`medseg.losses.registry.LOSSES`), budget."""
+
     batch_size: int = 2
     epochs: int = 100
     iterations_per_epoch: int = 50
@@ -80,6 +82,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     grad_clip: float = 12.0
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    loss: str = "dice_ce"
     val_every: int = 5
     include_background: bool = False
     batch_dice: bool = False
@@ -95,7 +98,6 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class InferConfig:
-    patch_size: tuple[int, ...]
     overlap: float = 0.5
     batch_size: int = 2
     mirror_axes: tuple[int, ...] = ()
@@ -104,15 +106,26 @@ class InferConfig:
 
 @dataclass(frozen=True)
 class Plans:
-    """Everything a run needs; ``version`` guards against files from incompatible versions."""
+    """Everything a run needs; ``version`` guards against files from incompatible versions.
+
+    ``patch_size`` (array axis order, voxels of the planned grid) is the network input in training and the
+    sliding window in prediction: one value for both. ``model`` is any registered model's config; its
+    ``name`` says which.
+    """
 
     dataset_name: str
     data: DataConfig
-    model: UNetConfig
+    patch_size: tuple[int, ...]
+    model: ModelConfig
     train: TrainConfig
     infer: InferConfig
-    model_name: str = "unet"
     version: int = PLANS_VERSION
+
+    def __post_init__(self) -> None:
+        if len(self.patch_size) != self.data.ndim or any(p < 1 for p in self.patch_size):
+            raise ConfigError(f"patch_size {self.patch_size} must have {self.data.ndim} positive sizes (data.ndim)")
+        if self.model.ndim != self.data.ndim:
+            raise ConfigError(f"model.ndim {self.model.ndim} differs from data.ndim {self.data.ndim}")
 
 
 def save_plans(plans: Plans, path: Path) -> None:
@@ -130,10 +143,7 @@ def load_plans(path: Path) -> Plans:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must hold a JSON object")
-    version = data.get("version")
-    if version != PLANS_VERSION:
-        raise ConfigError(f"{path}: plans version {version!r}, this medseg reads version {PLANS_VERSION}")
     try:
-        return from_dict(Plans, data, "plans")
+        return from_dict(Plans, upgrade(data, PLANS_VERSION), "plans")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

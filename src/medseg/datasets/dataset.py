@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import DataError
-from medseg.fileutil import compound_suffix
-from medseg.io.images import SUPPORTED_SUFFIXES, case_stem, read_label
+from medseg.fileutil import compound_suffix, path_problem
+from medseg.io.images import read_label
+from medseg.io.naming import SUPPORTED_SUFFIXES, case_stem, split_channel_suffix
 from medseg.labels import LabelSpec
 
 __all__ = [
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 
 LAYOUTS = ("msd", "nnunet", "folder")
 _MASK_FOLDERS = ("masks", "labels")
-_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 @dataclass(frozen=True)
@@ -151,12 +151,16 @@ def load_dataset(root: Path, *, scan_labels: bool = True) -> Dataset:
     layouts declare them in dataset.json).
     """
     root = Path(root)
-    layout = detect_layout(root)
-    if layout == "msd":
-        return _load_msd(root)
-    if layout == "nnunet":
-        return _load_nnunet(root)
-    return _load_folder(root, scan_labels=scan_labels)
+    try:
+        layout = detect_layout(root)
+        if layout == "msd":
+            return _load_msd(root)
+        if layout == "nnunet":
+            return _load_nnunet(root)
+        return _load_folder(root, scan_labels=scan_labels)
+    except OSError as exc:  # a folder that cannot be listed, a file that cannot be looked at
+        where = Path(exc.filename) if exc.filename else root
+        raise DataError(where, f"cannot be read ({exc.strerror or exc})", "check the file and its permissions") from exc
 
 
 # ---------------------------------------------------------------------------------------------- MSD
@@ -184,6 +188,7 @@ def _load_msd(root: Path) -> Dataset:
         problems += _missing_files(case)
         cases.append(case)
     tests = [Case(case_stem(p), (p,)) for p in (_inside(root, t, meta_path) for t in meta.get("test", []) or [])]
+    problems += [problem for case in tests for problem in _missing_files(case)]
     cases_t, dup = _dedup(cases)
     return Dataset(
         root=root,
@@ -256,11 +261,11 @@ def _nnunet_cases(
     for path in sorted(images.iterdir()):
         if not path.name.endswith(ending) or path.name.startswith("."):
             continue
-        match = _CHANNEL_RE.match(path.name[: -len(ending)])
-        if match is None:
+        case_id, channel = split_channel_suffix(path.name[: -len(ending)])
+        if channel is None:
             problems.append(Problem(path, "name lacks the channel suffix _XXXX (e.g. CASE_0000" + ending + ")"))
             continue
-        by_case.setdefault(match["case"], {})[int(match["channel"])] = path
+        by_case.setdefault(case_id, {})[channel] = path
     cases = []
     for case_id, chans in sorted(by_case.items()):
         if sorted(chans) != list(range(n_channels)):
@@ -306,6 +311,7 @@ def _load_folder(root: Path, *, scan_labels: bool) -> Dataset:
             problems.append(Problem(image, f"no mask with the same stem in {masks_dir.name}/ ({', '.join(missing)})"))
         label = tuple(p for p in found if p is not None) if not missing else ()
         cases.append(Case(stem, (image,), label))
+        problems += _missing_files(cases[-1])  # broken symbolic links, link loops
     image_stems = {case_stem(p) for p in images}
     for group in masks_by_stem.values():
         problems += [
@@ -324,7 +330,7 @@ def _load_folder(root: Path, *, scan_labels: bool) -> Dataset:
         cases=cases_t,
         labels=LabelSpec(label_names, values, overlapping),
         channel_names=("image",),
-        file_ending=compound_suffix(images[0]) if images[0].is_file() else "",
+        file_ending=compound_suffix(images[0]) if not images[0].is_dir() else "",
         problems=tuple(problems + dup),
     )
 
@@ -346,11 +352,13 @@ def discover_label_values(cases: Iterable[Case]) -> tuple[int, ...]:
 
 
 def _image_entries(folder: Path, *, files_only: bool = False) -> list[Path]:
+    """Image files and DICOM folders in ``folder``; a name with an image suffix that is not a folder counts
+    even when it cannot be opened (a broken symbolic link, a link loop), so that its case reports it."""
     entries = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             continue
-        if (path.is_file() and compound_suffix(path) in SUPPORTED_SUFFIXES) or (
+        if (not path.is_dir() and compound_suffix(path) in SUPPORTED_SUFFIXES) or (
             not files_only and path.is_dir() and _is_dicom_folder(path)
         ):
             entries.append(path)
@@ -398,15 +406,23 @@ def _inside(root: Path, relative: Any, meta_path: Path) -> Path:
     """Resolve a path from dataset.json; refuse paths that leave the dataset folder."""
     if not isinstance(relative, str) or not relative:
         raise DataError(meta_path, f"expected a relative file path, got {relative!r}")
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()):
+    # os.path.realpath, unlike Path.resolve on Python < 3.13, does not raise on a symbolic link loop; the
+    # loop is reported as that case's problem (see _missing_files)
+    path = Path(os.path.realpath(root / relative))
+    if not path.is_relative_to(os.path.realpath(root)):
         raise DataError(meta_path, f"path {relative!r} points outside the dataset folder", "use paths inside it")
     return root / Path(relative)
 
 
 def _missing_files(case: Case) -> list[Problem]:
-    problems = [Problem(p, "image file missing") for p in case.channels if not p.exists()]
-    problems += [Problem(p, f"label file of case {case.case_id} missing") for p in case.label if not p.exists()]
+    """Image and label files that cannot be looked at: missing, broken symbolic links, link loops, ..."""
+    problems = []
+    for kind, paths in (("image file", case.channels), (f"label file of case {case.case_id}", case.label)):
+        for path in paths:
+            found = path_problem(path)
+            if found is not None:
+                missing = found[0] == "no such file or folder"
+                problems.append(Problem(path, f"{kind} missing" if missing else found[0]))
     return problems
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from medseg.errors import DataError
 from medseg.fileutil import atomic_path, atomic_write_json, make_dirs
 from medseg.io.images import Geometry, write_image
+from medseg.io.naming import channel_file_name
 from medseg.labels import LabelSpec
 
 __all__ = ["CaseArrays", "DatasetMeta", "write_layout"]
@@ -73,7 +74,7 @@ def _write_nnunet(root: Path, cases: Iterable[CaseArrays], meta: DatasetMeta) ->
     for case in cases:
         folder = "imagesTr" if case.label is not None else "imagesTs"
         for c in range(case.image.shape[0]):
-            write_image(root / folder / f"{case.case_id}_{c:04d}{ending}", case.image[c], case.geometry)
+            write_image(root / folder / channel_file_name(case.case_id, c, ending), case.image[c], case.geometry)
         if case.label is None:
             n_test += 1
             continue

@@ -26,7 +26,15 @@ from medseg.fileutil import atomic_write_json, atomic_write_text, compound_suffi
 from medseg.io.images import SUPPORTED_SUFFIXES, read_label
 from medseg.labels import LabelSpec
 
-__all__ = ["METRICS_CSV", "METRICS_JSON", "EvalPair", "discover_pairs", "evaluate_pairs", "write_metrics"]
+__all__ = [
+    "METRICS_CSV",
+    "METRICS_JSON",
+    "EvalPair",
+    "discover_pairs",
+    "evaluate_folders",
+    "evaluate_pairs",
+    "write_metrics",
+]
 
 METRICS_JSON, METRICS_CSV = "metrics.json", "metrics.csv"
 
@@ -128,6 +136,21 @@ def _case_metrics(pair: EvalPair, labels: LabelSpec, tolerance: float) -> dict[s
             pred_mask, ref_mask = preds[0] == value, refs[0][0] == value
         out[str(k)] = binary_metrics(pred_mask, ref_mask, spacing, nsd_tolerance_mm=tolerance)
     return out
+
+
+def evaluate_folders(
+    pred_dir: Path,
+    ref_dir: Path,
+    labels: LabelSpec | None = None,
+    *,
+    nsd_tolerance_mm: float = 1.0,
+    progress: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a folder of predictions against a folder of references (matched by file name); ``labels``
+    (e.g. ``plans.data.labels``) names the classes, else they are discovered from the references."""
+    labels = labels or labels_from_references(ref_dir)
+    pairs = discover_pairs(pred_dir, ref_dir, labels)
+    return evaluate_pairs(pairs, labels, nsd_tolerance_mm=nsd_tolerance_mm, progress=progress)
 
 
 def labels_from_references(ref_dir: Path) -> LabelSpec:

@@ -19,17 +19,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medseg.config.plans import Plans, load_plans
+from medseg.config.plans import Plans
 from medseg.config.postprocessing import PostProcessing
-from medseg.errors import DataError
 from medseg.fileutil import atomic_path
+from medseg.inference.inputs import check_scan
 from medseg.inference.postprocessing import apply_postprocessing, apply_postprocessing_mask
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_labels, sliding_window_logits
 from medseg.io.images import Geometry, case_stem, read_channels, write_image
+from medseg.io.naming import split_channel_suffix
 from medseg.models.registry import build_model
 from medseg.preprocessing.forward import CaseProperties, preprocess_image
 from medseg.preprocessing.inverse import logits_to_labels, logits_to_probabilities
-from medseg.run import load_checkpoint
+from medseg.run import RunDir
 
 __all__ = ["PredictOptions", "Predictor"]
 
@@ -67,13 +68,12 @@ class Predictor:
     def from_run(
         cls, run_dir: Path, device: str | torch.device = "cpu", options: PredictOptions | None = None
     ) -> Predictor:
+        """Load the plans and the chosen checkpoint (verified) of a run folder."""
         options = options or PredictOptions()
-        plans = load_plans(Path(run_dir) / "plans.json")
-        name = {"best": "checkpoint_best.pt", "last": "checkpoint_last.pt"}.get(options.checkpoint)
-        if name is None:
-            raise DataError(run_dir, f"unknown checkpoint '{options.checkpoint}'", "use best or last")
-        state = load_checkpoint(Path(run_dir) / name, map_location="cpu")
-        model = build_model(plans.model, plans.model_name)
+        run = RunDir(Path(run_dir))
+        plans = run.load_plans()
+        state = run.load_checkpoint(options.checkpoint, map_location="cpu")
+        model = build_model(plans.model)
         model.load_state_dict(state["model"])
         device = torch.device(device)
         return cls(plans, model.to(device).eval(), device, options)
@@ -82,7 +82,7 @@ class Predictor:
         infer, o = self.plans.infer, self.options
         tta = infer.mirror_axes if o.tta is None else (tuple(range(self.plans.data.ndim)) if o.tta else ())
         return SlidingWindowConfig(
-            patch_size=infer.patch_size,
+            patch_size=self.plans.patch_size,
             overlap=infer.overlap if o.overlap is None else o.overlap,
             batch_size=o.batch_size or infer.batch_size,
             mirror_axes=tta,
@@ -100,10 +100,7 @@ class Predictor:
         """Labels in the original grid: (*spatial) class indices, or (K, *spatial) uint8 masks for
         overlapping structures; post-processing applied."""
         data = self.plans.data
-        if image.shape[0] != len(data.channel_names):
-            raise DataError(
-                Path("<input>"), f"has {image.shape[0]} channel(s), the model expects {len(data.channel_names)}"
-            )
+        check_scan(image, geometry, data)
         array, props = preprocess_image(image, geometry, data)
         same_grid = tuple(props.resampled_shape) == tuple(props.original_shape)
         tensor = torch.from_numpy(array).to(self.device)
@@ -125,20 +122,26 @@ class Predictor:
     def predict(self, channels: Sequence[Path]) -> tuple[np.ndarray, Geometry]:
         """Read a case (one path per channel, or one multi-channel file) and predict it."""
         image, geometry = read_channels(list(channels))
-        _check_input(image, channels, len(self.plans.data.channel_names))
+        check_scan(image, geometry, self.plans.data, channels)
         return self.predict_array(image, geometry), geometry
 
-    def write(self, labels: np.ndarray, geometry: Geometry, source: Path, out_dir: Path) -> list[Path]:
-        """Write labels under ``out_dir`` named exactly like ``source``; class indices become the dataset's
-        label values; overlapping structures go to ``out_dir/<structure>/``."""
+    def output_paths(self, source: Path, out_dir: Path) -> list[Path]:
+        """Where the prediction of ``source`` goes: ``out_dir`` / the input's name (an nnU-Net channel file
+        ``CASE_0000.nii.gz`` gives ``CASE.nii.gz``), or one file per structure in ``out_dir/<structure>/``."""
         name = _output_name(source)
-        data = self.plans.data
-        if data.labels.overlapping:
-            return [
-                write_image(out_dir / structure / name, labels[k], geometry, reference=source)
-                for k, structure in enumerate(data.labels.names.values())
-            ]
-        return [write_image(out_dir / name, data.labels.to_values(labels), geometry, reference=source)]
+        labels = self.plans.data.labels
+        if labels.overlapping:
+            return [out_dir / structure / name for structure in labels.names.values()]
+        return [out_dir / name]
+
+    def write(self, labels: np.ndarray, geometry: Geometry, source: Path, out_dir: Path) -> list[Path]:
+        """Write labels to :meth:`output_paths` in the input's format and geometry; class indices become the
+        dataset's label values."""
+        paths = self.output_paths(source, out_dir)
+        spec = self.plans.data.labels
+        if spec.overlapping:
+            return [write_image(path, labels[k], geometry, reference=source) for k, path in enumerate(paths)]
+        return [write_image(paths[0], spec.to_values(labels), geometry, reference=source)]
 
     def predict_files(
         self, cases: Sequence[tuple[str, Sequence[Path]]], out_dir: Path, progress: Callable[[], None] | None = None
@@ -149,11 +152,9 @@ class Predictor:
         so an existing file is complete)."""
         written: list[Path] = []
         for _case_id, channels in cases:
-            target = out_dir / _output_name(channels[0])
-            if self.options.skip_existing and (
-                target.exists() or (self.plans.data.labels.overlapping and _all_structures(self, out_dir, channels[0]))
-            ):
-                logger.info("skipping %s (already predicted)", target.name)
+            targets = self.output_paths(channels[0], out_dir)
+            if self.options.skip_existing and all(p.exists() for p in targets):
+                logger.info("skipping %s (already predicted)", targets[0].name)
             else:
                 written += self._predict_one(channels, out_dir)
             if progress is not None:
@@ -167,7 +168,7 @@ class Predictor:
             labels, geometry = self.predict(channels)
             return self.write(labels, geometry, channels[0], out_dir)
         image, geometry = read_channels(list(channels))
-        _check_input(image, channels, len(self.plans.data.channel_names))
+        check_scan(image, geometry, self.plans.data, channels)
         logits, props = self.logits(image, geometry)
         overlapping = self.plans.data.labels.overlapping
         labels = self._postprocess(logits_to_labels(logits, props, overlapping=overlapping))
@@ -179,29 +180,11 @@ class Predictor:
         return [*written, path]
 
 
-def _check_input(image: np.ndarray, channels: Sequence[Path], expected: int) -> None:
-    """Refuse a scan the network cannot segment meaningfully, naming its file. ``image`` is (C, *spatial)."""
-    if image.shape[0] != expected:
-        raise DataError(
-            channels[0],
-            f"has {image.shape[0]} channel(s), the model expects {expected}",
-            "pass a scan with the channels the run was trained on",
-        )
-    for c, path in enumerate(channels if len(channels) == image.shape[0] else [channels[0]] * image.shape[0]):
-        if image.dtype.kind == "f" and not np.isfinite(image[c]).all():
-            n_bad = int(image[c].size - np.count_nonzero(np.isfinite(image[c])))
-            raise DataError(path, f"{n_bad} NaN/Inf voxels", "replace them with the background value first")
-
-
 def _output_name(source: Path) -> str:
     """Output file name: the input's name; for an nnU-Net channel file ``CASE_0000.nii.gz`` -> ``CASE.nii.gz``."""
     stem = case_stem(source)
     suffix = source.name[len(stem) :]
-    if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit() and suffix:
-        return stem[:-5] + suffix
+    case, channel = split_channel_suffix(stem)
+    if channel is not None and suffix:
+        return case + suffix
     return source.name
-
-
-def _all_structures(predictor: Predictor, out_dir: Path, source: Path) -> bool:
-    name = _output_name(source)
-    return all((out_dir / s / name).exists() for s in predictor.plans.data.labels.names.values())

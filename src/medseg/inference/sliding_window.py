@@ -137,7 +137,7 @@ def window_starts(image_size: Sequence[int], patch_size: Sequence[int], overlap:
 
 def _check_image(image: Tensor, config: SlidingWindowConfig) -> None:
     if image.ndim - 1 != len(config.patch_size):
-        raise ConfigError(
+        raise ValueError(
             f"image of shape {tuple(image.shape)} has {image.ndim - 1} spatial axes but patch_size "
             f"{config.patch_size} has {len(config.patch_size)}; pass (C, *spatial) with a matching model"
         )
@@ -280,9 +280,9 @@ def sliding_window_labels(
     """
     _check_image(image, config)
     if activation not in ("softmax", "sigmoid"):
-        raise ConfigError(f"activation {activation!r} is unknown; use 'softmax' or 'sigmoid'")
+        raise ValueError(f"activation {activation!r} is unknown; use 'softmax' or 'sigmoid'")
     if not 0 < threshold < 1:
-        raise ConfigError(f"threshold {threshold} must be in (0, 1); 0.5 is the usual choice")
+        raise ValueError(f"threshold {threshold} must be in (0, 1); 0.5 is the usual choice")
     padded, before = _pad_to_patch(image, config.patch_size)
     cutoff = math.log(threshold / (1 - threshold))
     finalise = _Finaliser(activation, cutoff, before, tuple(image.shape[1:]))

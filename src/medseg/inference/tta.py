@@ -37,7 +37,7 @@ def mirrored(net: Callable[[Tensor], Tensor], axes: Sequence[int]) -> Callable[[
 
     def forward(x: Tensor) -> Tensor:
         if any(a + 2 >= x.ndim for a in axes):
-            raise ConfigError(f"mirror axes {tuple(axes)} do not exist in a {x.ndim - 2}D input; drop them")
+            raise ValueError(f"mirror axes {tuple(axes)} do not exist in a {x.ndim - 2}D input; drop them")
         total = net(x)
         for combo in combinations[1:]:
             dims = [a + 2 for a in combo]

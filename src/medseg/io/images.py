@@ -37,9 +37,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from medseg.errors import ConfigError, DataError
-from medseg.fileutil import atomic_path, compound_suffix, make_dirs
+from medseg.fileutil import atomic_path, compound_suffix, make_dirs, path_problem
 from medseg.io import dicom
 from medseg.io import pixels as io2d
+from medseg.io.naming import SUPPORTED_SUFFIXES, case_stem
 
 __all__ = [
     "MAX_VOXELS",
@@ -58,10 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES: tuple[str, ...] = (
-    *(".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"),
-    *(".png", ".bmp", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".npy"),
-)
 MAX_VOXELS: int = 2**31
 
 _FORMATS = {
@@ -182,15 +179,6 @@ def image_format(path: Path) -> str:
     )
 
 
-def case_stem(path: Path) -> str:
-    """File name without its format suffix ('a/case_01.nii.gz' -> 'case_01'); a folder's name."""
-    path = Path(path)
-    suffix = compound_suffix(path)
-    if suffix in _FORMATS and not path.is_dir():
-        return path.name[: len(path.name) - len(suffix)]
-    return path.name
-
-
 def output_path_like(source: Path, out_dir: Path) -> Path:
     """``out_dir`` / the source's file (or DICOM folder) name."""
     return Path(out_dir) / Path(source).name
@@ -199,15 +187,16 @@ def output_path_like(source: Path, out_dir: Path) -> Path:
 def read_info(path: Path) -> ImageInfo:
     """Read the header only and refuse images over :data:`MAX_VOXELS` before any voxel is loaded."""
     path = Path(path)
-    fmt = _check_exists(path)
-    with _quiet_itk():
-        if fmt in _SITK_IO:
-            info = _sitk_info(path, _sitk_reader(path, fmt))
-        elif fmt == "dicom":
-            info = _dicom_info(path)
-        else:
-            shape, channels, dtype = io2d.read_header(path, fmt)
-            info = ImageInfo(path, shape, channels, Geometry.identity(len(shape)), dtype)
+    with _os_errors(path):
+        fmt = _check_exists(path)
+        with _quiet_itk():
+            if fmt in _SITK_IO:
+                info = _sitk_info(path, _sitk_reader(path, fmt))
+            elif fmt == "dicom":
+                info = _dicom_info(path)
+            else:
+                shape, channels, dtype = io2d.read_header(path, fmt)
+                info = ImageInfo(path, shape, channels, Geometry.identity(len(shape)), dtype)
     _check_size(info)
     return info
 
@@ -301,27 +290,28 @@ def write_image(path: Path, array: np.ndarray, geometry: Geometry, reference: Pa
 
 
 def _read(path: Path, palette_indices: bool) -> tuple[np.ndarray, Geometry]:
-    fmt = _check_exists(path)
-    if fmt not in _SITK_IO and fmt != "dicom":
-        info = read_info(path)
-        return io2d.read(path, fmt, palette_indices=palette_indices), info.geometry
-    with _quiet_itk():
-        if fmt == "dicom":
-            series = dicom.find_series(path)
-            _check_size(_dicom_info(path, series))
-            try:
-                image = dicom.read_series(series)
-            except RuntimeError as err:
-                raise _itk_error(path, fmt, err) from err
-        else:
-            reader = _sitk_reader(path, fmt)
-            _check_size(_sitk_info(path, reader))
-            if fmt == "nifti":
-                _check_nifti_complete(path)
-            try:
-                image = reader.Execute()
-            except RuntimeError as err:
-                raise _itk_error(path, fmt, err) from err
+    with _os_errors(path):
+        fmt = _check_exists(path)
+        if fmt not in _SITK_IO and fmt != "dicom":
+            info = read_info(path)
+            return io2d.read(path, fmt, palette_indices=palette_indices), info.geometry
+        with _quiet_itk():
+            if fmt == "dicom":
+                series = dicom.find_series(path)
+                _check_size(_dicom_info(path, series))
+                try:
+                    image = dicom.read_series(series)
+                except RuntimeError as err:
+                    raise _itk_error(path, fmt, err) from err
+            else:
+                reader = _sitk_reader(path, fmt)
+                _check_size(_sitk_info(path, reader))
+                if fmt == "nifti":
+                    _check_nifti_complete(path)
+                try:
+                    image = reader.Execute()
+                except RuntimeError as err:
+                    raise _itk_error(path, fmt, err) from err
     array, geometry = _from_sitk(image, path)
     if fmt == "nifti" and array.dtype.kind == "f":
         _restore_nifti_nans(path, array)
@@ -345,8 +335,9 @@ def _restore_nifti_nans(path: Path, array: np.ndarray) -> None:
 
 
 def _check_exists(path: Path) -> str:
-    if not path.exists():
-        raise DataError(path, "no such file or folder", "check the path and its spelling")
+    problem = path_problem(path)  # missing, a broken symbolic link, a link loop, permission denied, ...
+    if problem is not None:
+        raise DataError(path, *problem)
     fmt = image_format(path)
     if path.is_file() and path.stat().st_size == 0:
         raise DataError(path, "file is empty (0 bytes)", _REEXPORT)
@@ -461,6 +452,17 @@ def _itk_error(path: Path, fmt: str, err: RuntimeError) -> DataError:
         detail = lines[-1] if lines else "unknown error"
     detail = detail.replace(str(path), path.name)[:160]
     return DataError(path, f"cannot be read as {_NAMES[fmt]}: {detail}", _REEXPORT)
+
+
+@contextlib.contextmanager
+def _os_errors(path: Path) -> Iterator[None]:
+    """Any OSError while looking at or reading ``path`` (a file or a DICOM folder) becomes a DataError naming
+    the file concerned: a user's damaged disk or permissions must cost one line, not a traceback."""
+    try:
+        yield
+    except OSError as err:
+        where = Path(err.filename) if isinstance(err.filename, str) and err.filename else path
+        raise DataError(where, f"cannot be read ({err.strerror or err})", "check the file and its permissions") from err
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from medseg.errors import ConfigError
 from medseg.losses.functional import deep_supervision_weights, resize_target
 
 __all__ = ["DeepSupervisionLoss"]
@@ -16,9 +15,10 @@ __all__ = ["DeepSupervisionLoss"]
 class DeepSupervisionLoss(nn.Module):
     """Weighted sum of a loss over deep-supervision outputs ``[full, 1/2, 1/4, ...]``.
 
-    ``forward(outputs, target)``: ``outputs`` is a list of logits ``(B, C, *spatial_i)`` or one tensor,
-    which goes straight to the wrapped loss; ``target`` is at full resolution in whatever layout the
-    wrapped loss takes. The target is resized to each output by nearest-neighbour interpolation
+    ``forward(outputs, target, **extras)``: ``outputs`` is a list of logits ``(B, C, *spatial_i)`` or one
+    tensor, which goes straight to the wrapped loss; ``target`` (and each extra target the wrapped loss
+    asks for, e.g. a distance map) is at full resolution in whatever layout the wrapped loss takes. Targets
+    are resized to each output by nearest-neighbour interpolation
     (``mode="nearest-exact"``, i.e. voxel centres; class indices and binary masks stay exact values).
     Outputs with weight 0 (the lowest resolution, see :func:`deep_supervision_weights`) are not
     evaluated, so their head receives no gradient; with DistributedDataParallel set
@@ -37,16 +37,16 @@ class DeepSupervisionLoss(nn.Module):
         self.n_outputs = n_outputs
         self.weights = deep_supervision_weights(n_outputs)
 
-    def forward(self, outputs: Tensor | Sequence[Tensor], target: Tensor) -> Tensor:
+    def forward(self, outputs: Tensor | Sequence[Tensor], target: Tensor, **extras: Tensor) -> Tensor:
         if isinstance(outputs, Tensor):
-            return self.loss(outputs, target)
+            return self.loss(outputs, target, **extras)
         if len(outputs) != self.n_outputs:
-            raise ConfigError(
+            raise ValueError(
                 f"network returned {len(outputs)} deep-supervision outputs, the loss expects "
                 f"{self.n_outputs} (set n_outputs to the number of decoder outputs)"
             )
         terms = [
-            weight * self.loss(out, resize_target(target, out))
+            weight * self.loss(out, resize_target(target, out), **{k: resize_target(v, out) for k, v in extras.items()})
             for weight, out in zip(self.weights, outputs, strict=True)
             if weight > 0
         ]

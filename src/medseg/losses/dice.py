@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medseg.errors import ConfigError
 from medseg.losses.functional import check_weights, class_indices, soft_dice_per_class
 
 __all__ = ["DiceBCELoss", "DiceCELoss"]
@@ -57,7 +56,7 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if not self.include_background and logits.shape[1] < 2:
-            raise ConfigError(
+            raise ValueError(
                 f"DiceCELoss without background needs >= 2 channels, got {logits.shape[1]} "
                 "(use DiceBCELoss for a single binary channel)"
             )
@@ -102,7 +101,7 @@ class DiceBCELoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if target.shape != logits.shape:
-            raise ConfigError(
+            raise ValueError(
                 f"target shape {tuple(target.shape)} differs from logits {tuple(logits.shape)} "
                 "(give one binary mask per output channel, (B, C, *spatial))"
             )

@@ -32,7 +32,7 @@ def soft_dice_per_class(probs: Tensor, onehot: Tensor, *, batch_dice: bool, smoo
         ``(C,)`` if ``batch_dice`` else ``(B, C)``.
     """
     if probs.shape != onehot.shape or probs.ndim < 3:
-        raise ConfigError(
+        raise ValueError(
             f"soft dice needs probs and target of one shape (B, C, *spatial), got {tuple(probs.shape)} "
             f"and {tuple(onehot.shape)} (one-hot encode the target to the number of output channels)"
         )
@@ -54,12 +54,12 @@ def class_indices(target: Tensor, logits: Tensor) -> Tensor:
     if target.ndim == logits.ndim - 1:
         target = target.unsqueeze(1)
     if target.shape[0] != logits.shape[0] or target.shape[1] != 1 or target.shape[2:] != logits.shape[2:]:
-        raise ConfigError(
+        raise ValueError(
             f"target shape {tuple(target.shape)} does not fit logits {tuple(logits.shape)} "
             "(give class indices as (B, 1, *spatial) or (B, *spatial))"
         )
     if target.is_floating_point() or target.dtype == torch.bool:
-        raise ConfigError(f"target dtype {target.dtype} is not an integer type (give int64 class indices)")
+        raise ValueError(f"target dtype {target.dtype} is not an integer type (give int64 class indices)")
     return target.long()
 
 
@@ -74,7 +74,7 @@ def deep_supervision_weights(n_outputs: int) -> list[float]:
         [0.5714285714285714, 0.2857142857142857, 0.14285714285714285, 0.0]
     """
     if n_outputs < 1:
-        raise ConfigError(f"deep supervision needs n_outputs >= 1, got {n_outputs}")
+        raise ValueError(f"deep supervision needs n_outputs >= 1, got {n_outputs}")
     raw = [0.5**i for i in range(n_outputs)]
     if n_outputs > 2:
         raw[-1] = 0.0

@@ -92,8 +92,7 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.config = config
-        levels = len(config.features)
-        n_heads = max(1, levels - 2) if config.deep_supervision else 1
+        n_heads = config.n_outputs
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         self.heads = nn.ModuleList(

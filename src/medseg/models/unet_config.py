@@ -22,9 +22,12 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from medseg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from medseg.models.configs import ModelInputs
 
 __all__ = [
     "ACTIVATIONS",
@@ -35,6 +38,8 @@ __all__ = [
     "UNetConfig",
     "classic_config",
     "nnunet_config",
+    "plan_classic_unet",
+    "plan_unet",
 ]
 
 NORMS: tuple[str, ...] = ("instance", "batch")
@@ -93,8 +98,14 @@ class UNetConfig:
     upsample: str = "transpose"
     convs_per_level: int = 2
     deep_supervision: bool = True
+    name: str = "unet"
+
+    # the registry names this config class serves (see medseg.models.registry and medseg.serial)
+    NAMES: ClassVar[tuple[str, ...]] = ("unet", "classic_unet")
 
     def __post_init__(self) -> None:
+        if self.name not in self.NAMES:
+            raise ConfigError(f"UNetConfig.name = {self.name!r} is not one of {', '.join(self.NAMES)}")
         if self.ndim not in (2, 3) or isinstance(self.ndim, bool):
             raise ConfigError(f"UNetConfig.ndim = {self.ndim!r} must be 2 or 3 (spatial dimensions)")
         for name in ("in_channels", "out_channels", "convs_per_level"):
@@ -118,6 +129,12 @@ class UNetConfig:
         object.__setattr__(self, "features", features)
         object.__setattr__(self, "kernel_sizes", kernels)
         object.__setattr__(self, "strides", strides)
+
+    @property
+    def n_outputs(self) -> int:
+        """How many outputs the network returns in training: full resolution plus each deep-supervision
+        level above the two coarsest (nnU-Net's choice), or 1 without deep supervision."""
+        return max(len(self.features) - 2, 1) if self.deep_supervision else 1
 
     @property
     def divisor(self) -> tuple[int, ...]:
@@ -178,6 +195,7 @@ def classic_config(
         downsample="maxpool",
         upsample=upsample,
         deep_supervision=deep_supervision,
+        name="classic_unet",
     )
 
 
@@ -258,3 +276,24 @@ def nnunet_config(
         kernel_sizes=tuple(kernels),
         strides=tuple(strides),
     )
+
+
+def plan_unet(inputs: ModelInputs) -> UNetConfig:
+    """The planned nnU-Net-style U-Net: :func:`nnunet_config` with 32 base features on a GPU (capped at 320
+    in 3D, 512 in 2D, as nnU-Net) and 16 capped at 256 on a CPU, where a step must stay under a second."""
+    return nnunet_config(
+        inputs.ndim,
+        inputs.in_channels,
+        inputs.out_channels,
+        inputs.patch_size,
+        inputs.spacing,
+        base_features=32 if inputs.gpu else 16,
+        max_features=(320 if inputs.ndim == 3 else 512) if inputs.gpu else 256,
+    )
+
+
+def plan_classic_unet(inputs: ModelInputs) -> UNetConfig:
+    """The 2015 U-Net (:func:`classic_config`, 64 -> 1024 features) with as many levels as the planned
+    U-Net has for this patch and spacing."""
+    depth = len(plan_unet(inputs).features)
+    return classic_config(inputs.ndim, inputs.in_channels, inputs.out_channels, depth=depth)

@@ -9,7 +9,8 @@ The heuristics follow nnU-Net v2, scaled to the hardware:
 * patch size starts at the median resampled shape and shrinks the axis of largest physical extent until
   the patch fits the voxel budget of the device (CPU budgets are 8x smaller than GPU ones), then is rounded
   to a multiple of the network's total stride; topology (pooling per axis, kernel sizes) comes from
-  :func:`medseg.models.unet_config.nnunet_config`;
+  :func:`medseg.models.unet_config.nnunet_config`; the network itself is the chosen model's plan rule
+  (:data:`medseg.models.registry.MODELS`);
 * crop to the non-zero region when that removes more than a quarter of the median image.
 """
 
@@ -24,7 +25,10 @@ import numpy as np
 
 from medseg.config.augment import AugmentConfig
 from medseg.config.plans import ChannelNorm, DataConfig, InferConfig, Plans, TrainConfig
-from medseg.models.unet_config import nnunet_config
+from medseg.losses.registry import default_loss, loss_entry
+from medseg.models.configs import ModelInputs
+from medseg.models.registry import model_entry
+from medseg.models.unet_config import plan_unet
 from medseg.planning.fingerprint import Fingerprint, IntensityStats
 
 __all__ = ["Budget", "make_plans", "mirror_axes", "target_spacing"]
@@ -34,11 +38,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Budget:
-    """The hardware and time the plan must fit: ``device`` 'cpu' or 'cuda', time in seconds (0 = none)."""
+    """What the plan must fit and what the user chose: ``device`` 'cpu' or 'cuda', time in seconds (0 = none),
+    epochs (0 = the device's default), the network (a name in :data:`medseg.models.registry.MODELS`) and
+    the loss (a name in :data:`medseg.losses.registry.LOSSES`; empty = the labelling's default)."""
 
     device: str = "cpu"
     time_budget_s: float = 0.0
-    epochs: int = 0  # 0 = the device's default
+    epochs: int = 0
+    model: str = "unet"
+    loss: str = ""
 
 
 def target_spacing(spacings: np.ndarray) -> tuple[float, ...]:
@@ -53,38 +61,24 @@ def target_spacing(spacings: np.ndarray) -> tuple[float, ...]:
 
 def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     """Plan preprocessing, network, training and inference for ``fp`` on ``budget`` (pure)."""
-    spacings = np.array(fp.spacings)
-    shapes = np.array(fp.shapes)
-    spacing = target_spacing(spacings)
     gpu = budget.device.startswith("cuda")
     voxel_budget = {(2, False): 256**2, (2, True): 512**2, (3, False): 64**3, (3, True): 128**3}[(fp.ndim, gpu)]
-    if not gpu:
-        spacing = _coarsen_for_context(spacing, np.median(shapes * spacings / np.array(spacing), axis=0), voxel_budget)
-    median_shape = np.median(shapes * spacings / np.array(spacing), axis=0)
+    spacing, median_shape = _spacing(fp, gpu, voxel_budget)
+    shapes = np.array(fp.shapes)
     crop = bool(np.median(np.prod(np.array(fp.cropped_shapes), axis=1)) < 0.75 * np.median(np.prod(shapes, axis=1)))
-    patch = _fit_patch(median_shape, spacing, voxel_budget)
-    out_channels = len(fp.labels.names)
-    net = nnunet_config(
+    inputs = ModelInputs(
         fp.ndim,
         len(fp.channel_names),
-        out_channels,
-        patch,
+        fp.labels.n_outputs,
+        _fit_patch(median_shape, spacing, voxel_budget),
         spacing,
-        base_features=32 if gpu else 16,
-        max_features=(320 if fp.ndim == 3 else 512) if gpu else 256,
+        gpu,
     )
-    patch = tuple(int(math.ceil(p / d) * d) for p, d in zip(patch, net.divisor, strict=True))
-    net = nnunet_config(
-        fp.ndim,
-        len(fp.channel_names),
-        out_channels,
-        patch,
-        spacing,
-        base_features=net.features[0],
-        max_features=max(net.features),
-    )
+    # the patch is a multiple of the planned U-Net's total stride, so no window needs padding
+    divisor = plan_unet(inputs).divisor
+    patch = tuple(int(math.ceil(p / d) * d) for p, d in zip(inputs.patch_size, divisor, strict=True))
+    model = model_entry(budget.model).plan(replace(inputs, patch_size=patch))
     batch = 2 if fp.ndim == 3 else int(np.clip(((4 if gpu else 2) * voxel_budget) // np.prod(patch), 2, 32))
-    anisotropic = max(spacing) > 3 * min(spacing)
     data = DataConfig(
         ndim=fp.ndim,
         channel_names=fp.channel_names,
@@ -97,9 +91,27 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         file_ending=fp.file_ending,
     )
     mirror = mirror_axes(fp.ndim, fp.labels.names)
-    augment = replace(AugmentConfig(), flip_axes=mirror, rotate_in_plane_only=anisotropic)
-    train = TrainConfig(
-        patch_size=patch,
+    train = _train_config(fp, budget, batch, mirror, anisotropic=max(spacing) > 3 * min(spacing))
+    infer = InferConfig(overlap=0.5, batch_size=batch, mirror_axes=mirror if gpu else ())
+    return Plans(dataset_name=fp.name, data=data, patch_size=patch, model=model, train=train, infer=infer)
+
+
+def _spacing(fp: Fingerprint, gpu: bool, voxel_budget: int) -> tuple[tuple[float, ...], np.ndarray]:
+    """Target spacing and the median image shape at that spacing."""
+    spacings, shapes = np.array(fp.spacings), np.array(fp.shapes)
+    spacing = target_spacing(spacings)
+    if not gpu:
+        spacing = _coarsen_for_context(spacing, np.median(shapes * spacings / np.array(spacing), axis=0), voxel_budget)
+    return spacing, np.median(shapes * spacings / np.array(spacing), axis=0)
+
+
+def _train_config(
+    fp: Fingerprint, budget: Budget, batch: int, mirror: tuple[int, ...], *, anisotropic: bool
+) -> TrainConfig:
+    gpu = budget.device.startswith("cuda")
+    loss = budget.loss or default_loss(fp.labels.overlapping)
+    loss_entry(loss, overlapping=fp.labels.overlapping)  # refuse a loss that does not fit the labels now
+    return TrainConfig(
         batch_size=batch,
         # with a time budget and no epoch count, time alone decides when to stop
         epochs=budget.epochs or (10**6 if budget.time_budget_s > 0 else 1000 if gpu else 100),
@@ -110,14 +122,13 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         # iterations against 0.62 with SGD)
         optimizer="sgd" if gpu else "adamw",
         learning_rate=1e-2 if gpu else 3e-3,
-        augment=augment,
+        loss=loss,
+        augment=replace(AugmentConfig(), flip_axes=mirror, rotate_in_plane_only=anisotropic),
         time_budget_s=budget.time_budget_s,
         # on CPU the network, not the data, is the bottleneck (augmenting a patch takes ~1-30 ms against
         # ~0.5 s for a forward/backward pass), and a loader process would steal one of few cores
         num_workers=4 if gpu else 0,
     )
-    infer = InferConfig(patch_size=patch, overlap=0.5, batch_size=batch, mirror_axes=mirror if gpu else ())
-    return Plans(dataset_name=fp.name, data=data, model=net, train=train, infer=infer)
 
 
 _SIDES = re.compile(r"(^|[^a-z])(left|right|l|r)([^a-z]|$)")

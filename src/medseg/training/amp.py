@@ -10,6 +10,7 @@ steps of both, within a hard budget of a few seconds, because some such CPUs are
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import platform
@@ -134,7 +135,7 @@ def _deadline(module: torch.nn.Module, end: float, clock: Callable[[], float]) -
 
 def _time_steps(
     probe: torch.nn.Module,
-    loss_fn: torch.nn.Module,
+    loss_fn: Callable[..., torch.Tensor],
     batch: tuple[torch.Tensor, torch.Tensor],
     dtype: torch.dtype | None,
     limits: Sequence[float],
@@ -163,6 +164,23 @@ def _time_steps(
             return times, True
         times.append(elapsed)
     return times, False
+
+
+def _first_sample(
+    loss_fn: Callable[..., torch.Tensor], image: torch.Tensor, target: torch.Tensor
+) -> tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Batch 1: ``image[:1]``, ``target[:1]``, and ``loss_fn`` with the per-batch tensors (B, ...) that a
+    ``functools.partial`` binds to it (extra targets, such as distance maps) cut the same way."""
+
+    def cut(value: object) -> object:
+        if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == image.shape[0]:
+            return value[:1]
+        return value
+
+    if isinstance(loss_fn, functools.partial):
+        args, keywords = [cut(a) for a in loss_fn.args], {k: cut(v) for k, v in loss_fn.keywords.items()}
+        loss_fn = functools.partial(loss_fn.func, *args, **keywords)
+    return loss_fn, (image[:1], target[:1])
 
 
 def _step_seconds(times: Sequence[float]) -> float:
@@ -209,7 +227,7 @@ def _choose(
 
 def measure_cpu_amp(
     model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
+    loss_fn: Callable[..., torch.Tensor],
     image: torch.Tensor,
     target: torch.Tensor,
     *,
@@ -217,7 +235,8 @@ def measure_cpu_amp(
     clock: Callable[[], float] = time.perf_counter,
 ) -> torch.dtype | None:
     """'auto' AMP on CPU: bf16 autocast or None (float32) for training ``model`` with ``loss_fn`` on batches
-    like ``image`` (B, C, *patch) and ``target`` (B, ...) as the loss takes it.
+    like ``image`` (B, C, *patch) and ``target`` (B, ...) as the loss takes it (``loss_fn`` may be a
+    ``functools.partial`` binding extra targets (B, ...); they are cut to batch 1 with the rest).
 
     A CPU without native bf16 gets float32 without measuring. Otherwise a copy of ``model`` times forward +
     backward at batch 1, float32 then bf16, within ``budget_s`` seconds of ``clock`` in all (a step is cut
@@ -230,7 +249,7 @@ def measure_cpu_amp(
             _describe(cpu),
         )
         return None
-    probe, batch, started = copy.deepcopy(model).train(), (image[:1], target[:1]), clock()
+    (loss_fn, batch), probe, started = _first_sample(loss_fn, image, target), copy.deepcopy(model).train(), clock()
     fp32_end = started + FLOAT32_SHARE * budget_s
     fp32, abandoned = _time_steps(probe, loss_fn, batch, None, [math.inf] * PROBE_STEPS, fp32_end, clock)
     if abandoned:

@@ -7,48 +7,95 @@ on whether the run was interrupted and resumed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from medseg.config.plans import TrainConfig
+from medseg.config.plans import Plans, TrainConfig
 from medseg.preprocessing.forward import PreprocessedCase
 from medseg.training.sampling import PatchSampler, class_locations
+from medseg.training.targets import EXTRA_TARGETS
 from medseg.transforms.augment import augment, rotation_context
 
-__all__ = ["PatchDataset", "RunIndices", "make_loader"]
+__all__ = ["Batch", "PatchDataset", "RunIndices", "make_loader"]
 
 
-class PatchDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Map-style dataset whose item ``i`` is the ``i``-th training patch of the run.
-
-    Returns image ``(C, *patch)`` float32 and label ``(1, *patch)`` int64 class indices, or
-    ``(K, *patch)`` float32 binary masks for overlapping structures.
+@dataclass(frozen=True)
+class Batch(Mapping[str, torch.Tensor]):
+    """One training batch: ``image`` (B, C, *patch) float32, ``target`` (B, 1, *patch) int64 class indices
+    or (B, K, *patch) float32 binary masks, and the extra targets the loss asked for (e.g.
+    ``distance_map`` (B, K, *patch)). Reads like a dict: ``batch["image"]``, ``batch["distance_map"]``.
     """
 
-    def __init__(self, cases: Sequence[PreprocessedCase], config: TrainConfig, overlapping: bool) -> None:
+    image: torch.Tensor
+    target: torch.Tensor
+    extras: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, items: Mapping[str, torch.Tensor]) -> Batch:
+        """From the loader's collated dict ``{"image": ..., "target": ..., **extras}``."""
+        extras = {k: v for k, v in items.items() if k not in ("image", "target")}
+        return cls(items["image"], items["target"], extras)
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.image.to(device), self.target.to(device), {k: v.to(device) for k, v in self.extras.items()})
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name == "image":
+            return self.image
+        if name == "target":
+            return self.target
+        return self.extras[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("image", "target", *self.extras))
+
+    def __len__(self) -> int:
+        return 2 + len(self.extras)
+
+
+class PatchDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
+    """Map-style dataset whose item ``i`` is the ``i``-th training patch of the run, as a dict of tensors
+    that the loader collates into a :class:`Batch`: ``image`` (C, *patch) float32, ``target`` (1, *patch)
+    int64 class indices or (K, *patch) float32 binary masks, and each name of ``extras`` computed by
+    :data:`medseg.training.targets.EXTRA_TARGETS` from the augmented label.
+    """
+
+    def __init__(self, cases: Sequence[PreprocessedCase], plans: Plans, extras: Sequence[str] = ()) -> None:
         self.cases = list(cases)
-        self.config = config
-        self.overlapping = overlapping
-        context = rotation_context(config.patch_size, config.augment)
-        self.sampler = PatchSampler(tuple(config.patch_size), config.foreground_fraction, context)
-        rng = np.random.default_rng([config.seed, 2**31])
+        self.config = plans.train
+        self.patch_size = tuple(plans.patch_size)
+        self.labels = plans.data.labels
+        unknown = [e for e in extras if e not in EXTRA_TARGETS]
+        if unknown:
+            raise ValueError(f"extra targets {unknown} are not in EXTRA_TARGETS ({', '.join(EXTRA_TARGETS)})")
+        self.extras = tuple(extras)
+        context = rotation_context(self.patch_size, self.config.augment)
+        self.sampler = PatchSampler(self.patch_size, self.config.foreground_fraction, context)
+        rng = np.random.default_rng([self.config.seed, 2**31])
         self.locations = [class_locations(c.label, c.image.ndim - 1, rng) for c in self.cases]
 
     def __len__(self) -> int:
         return 2**62
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.config.seed, int(index)])
         k = int(rng.integers(len(self.cases)))
         case = self.cases[k]
         assert case.label is not None  # only labelled cases are given to training (internal invariant)
         image, label = self.sampler.sample(case.image, case.label, rng, self.locations[k])
-        image, label = augment(image, label, self.config.augment, rng, out_shape=self.config.patch_size)
+        image, label = augment(image, label, self.config.augment, rng, out_shape=self.patch_size)
         target = torch.from_numpy(np.ascontiguousarray(label))
-        target = target.float() if self.overlapping else target.long()[None]
-        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), target
+        item = {
+            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+            "target": target.float() if self.labels.overlapping else target.long()[None],
+        }
+        for name in self.extras:
+            made = EXTRA_TARGETS[name](label, self.labels.n_outputs, self.labels.overlapping)
+            item[name] = torch.from_numpy(np.ascontiguousarray(made, dtype=np.float32))
+        return item
 
 
 class RunIndices(torch.utils.data.Sampler[int]):

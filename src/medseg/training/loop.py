@@ -1,42 +1,46 @@
 """The training loop: a readable epoch skeleton (nnU-Net style) around model, loss, optimiser and batches.
 
-A run folder holds ``plans.json``, ``checkpoint_last.pt`` (every epoch), ``checkpoint_best.pt`` (best
-validation Dice) and ``log.jsonl`` (one line per epoch). ``resume=True`` continues from ``checkpoint_last``
-exactly: weights, optimiser, AMP scaler, epoch and elapsed time are restored, and the data stream is a pure
-function of (seed, patch index), so an interrupted run ends where an uninterrupted one would.
+A run folder (:class:`~medseg.run.RunDir`) receives ``checkpoint_last.pt`` (every epoch),
+``checkpoint_best.pt`` (best validation Dice) and ``log.jsonl`` (one line per epoch). ``resume=True``
+continues from ``checkpoint_last`` exactly: weights, optimiser, AMP scaler, epoch and elapsed time are
+restored, and the data stream is a pure function of (seed, patch index), so an interrupted run ends where
+an uninterrupted one would.
+
+The network comes from :data:`medseg.models.registry.MODELS` (``plans.model.name``), the loss from
+:data:`medseg.losses.registry.LOSSES` (``plans.train.loss``); a loss that needs extra targets gets them from
+the loader in each :class:`~medseg.training.batches.Batch`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from medseg.config.plans import Plans
+from medseg.config.plans import Plans, TrainConfig
+from medseg.evaluation.metrics import dice
 from medseg.fileutil import atomic_write_text
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_logits
-from medseg.losses.deep_supervision import DeepSupervisionLoss
-from medseg.losses.dice import DiceBCELoss, DiceCELoss
+from medseg.losses.registry import LossSettings, build_loss, loss_entry
 from medseg.models.registry import build_model
 from medseg.preprocessing.forward import PreprocessedCase
-from medseg.run import load_checkpoint, save_checkpoint
+from medseg.run import RunDir
 from medseg.training.amp import amp_dtype, measure_cpu_amp
-from medseg.training.batches import PatchDataset, make_loader
+from medseg.training.batches import Batch, PatchDataset, make_loader
 from medseg.training.optim import build_optimizer, lr_factor, set_lr
 
-__all__ = ["EpochResult", "fit", "validation_dice"]
+__all__ = ["EpochResult", "TrainCallbacks", "fit", "validation_dice"]
 
 logger = logging.getLogger(__name__)
-
-LAST, BEST, LOG = "checkpoint_last.pt", "checkpoint_best.pt", "log.jsonl"
 
 
 @dataclass(frozen=True)
@@ -51,15 +55,65 @@ class EpochResult:
     step_seconds: float = 0.0  # forward, backward, optimiser step
 
 
-def _example_batch(plans: Plans) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class TrainCallbacks:
+    """Optional hooks: ``on_iteration(done, total, mean loss)`` after each step, ``on_epoch(result)`` after
+    each epoch, and ``should_stop()``, asked after each step: True ends training cleanly after a checkpoint
+    of the epoch reached (a user pressing Cancel in a GUI or a server)."""
+
+    on_iteration: Callable[[int, int, float], None] | None = None
+    on_epoch: Callable[[EpochResult], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+@dataclass
+class _Session:
+    """Everything an epoch needs: the model, its optimiser and scaler, the loss and the resumable state."""
+
+    plans: Plans
+    run: RunDir
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: torch.nn.Module
+    extras: tuple[str, ...]
+    dtype: torch.dtype | None
+    state: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0})
+
+
+def _example_batch(plans: Plans, extras: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """A random batch of the planned shape, for measuring a training step before training."""
-    cfg = plans.train
+    labels, batch, patch = plans.data.labels, plans.train.batch_size, plans.patch_size
     generator = torch.Generator().manual_seed(0)
-    image = torch.randn(cfg.batch_size, plans.model.in_channels, *cfg.patch_size, generator=generator)
-    shape = (cfg.batch_size, plans.model.out_channels if plans.data.labels.overlapping else 1, *cfg.patch_size)
-    if plans.data.labels.overlapping:
-        return image, (torch.rand(shape, generator=generator) > 0.5).float()
-    return image, torch.zeros(shape, dtype=torch.long)
+    image = torch.randn(batch, len(plans.data.channel_names), *patch, generator=generator)
+    shape = (batch, labels.n_outputs if labels.overlapping else 1, *patch)
+    target = (torch.rand(shape, generator=generator) > 0.5).float() if labels.overlapping else torch.zeros(shape).long()
+    return image, target, {name: torch.zeros(batch, labels.n_outputs, *patch) for name in extras}
+
+
+def _session(plans: Plans, run: RunDir, device: torch.device, resume: bool) -> _Session:
+    cfg = plans.train
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    model = build_model(plans.model, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    overlapping = plans.data.labels.overlapping
+    extras = loss_entry(cfg.loss, overlapping=overlapping).requires
+    settings = LossSettings(include_background=cfg.include_background, batch_dice=cfg.batch_dice)
+    loss_fn = build_loss(cfg.loss, settings, overlapping=overlapping, n_outputs=plans.model.n_outputs)
+    if cfg.amp == "auto" and device.type == "cpu" and not cfg.deterministic:
+        image, target, extra = _example_batch(plans, extras)
+        dtype = measure_cpu_amp(model, functools.partial(loss_fn, **extra), image, target)  # type: ignore[arg-type]
+    else:
+        dtype = amp_dtype(cfg.amp, device)
+    optimizer = build_optimizer(list(model.parameters()), cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    session = _Session(plans, run, device, model, optimizer, scaler, loss_fn, extras, dtype)
+    if resume and run.checkpoint("last").exists():
+        session.state = _restore(session)
+        logger.info("resuming at epoch %d (%.0f s trained so far)", session.state["epoch"], session.state["elapsed_s"])
+    _truncate_log(run.log, session.state["epoch"])
+    return session
 
 
 def fit(
@@ -70,82 +124,74 @@ def fit(
     *,
     device: torch.device,
     resume: bool = False,
-    on_iteration: Callable[[int, int, float], None] | None = None,
-    on_epoch: Callable[[EpochResult], None] | None = None,
+    callbacks: TrainCallbacks | None = None,
 ) -> Path:
-    """Train ``plans.model`` on ``train_cases``; return the path of the best checkpoint."""
-    cfg = plans.train
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-    model = build_model(plans.model, plans.model_name, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
-    optimizer = build_optimizer(list(model.parameters()), cfg)
-    base = (
-        DiceBCELoss(batch_dice=cfg.batch_dice)
-        if plans.data.labels.overlapping
-        else DiceCELoss(include_background=cfg.include_background, batch_dice=cfg.batch_dice)
-    )
-    n_outputs = len(plans.model.features) - 2 if plans.model.deep_supervision else 1
-    loss_fn = DeepSupervisionLoss(base, max(n_outputs, 1))
-    auto_cpu = cfg.amp == "auto" and device.type == "cpu" and not cfg.deterministic
-    dtype = measure_cpu_amp(model, loss_fn, *_example_batch(plans)) if auto_cpu else amp_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    state: dict[str, Any] = {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0}
-    if resume and (run_dir / LAST).exists():
-        state = _restore(run_dir / LAST, model, optimizer, scaler, device)
-        logger.info("resuming at epoch %d (%.0f s trained so far)", state["epoch"], state["elapsed_s"])
-    _truncate_log(run_dir / LOG, state["epoch"])
-    dataset = PatchDataset(train_cases, cfg, plans.data.labels.overlapping)
-    batches = iter(make_loader(dataset, state["epoch"], cfg))
-    epoch = state["epoch"]
-    while not _finished(epoch, state["elapsed_s"], cfg):
+    """Train ``plans.model`` on ``train_cases`` into ``run_dir``; return the path of the best checkpoint."""
+    cb, cfg, run = callbacks or TrainCallbacks(), plans.train, RunDir(Path(run_dir))
+    session = _session(plans, run, device, resume)
+    dataset = PatchDataset(train_cases, plans, session.extras)
+    batches = (Batch.from_dict(b) for b in make_loader(dataset, session.state["epoch"], cfg))
+    epoch = session.state["epoch"]
+    while not _finished(epoch, session.state["elapsed_s"], cfg):
         started = time.perf_counter()
-        progress = state["elapsed_s"] / cfg.time_budget_s if cfg.time_budget_s > 0 else epoch / cfg.epochs
+        progress = session.state["elapsed_s"] / cfg.time_budget_s if cfg.time_budget_s > 0 else epoch / cfg.epochs
         lr = cfg.learning_rate * lr_factor(progress, epoch, cfg)
-        set_lr(optimizer, lr)
-        model.train()
-        losses = []
-        data_s = step_s = 0.0
-        for it in range(cfg.iterations_per_epoch):
-            t0 = time.perf_counter()
-            image, target = next(batches)
-            t1 = time.perf_counter()
-            losses.append(
-                _step(model, loss_fn, optimizer, scaler, image.to(device), target.to(device), dtype, cfg.grad_clip)
-            )
-            data_s += t1 - t0
-            step_s += time.perf_counter() - t1
-            if on_iteration is not None:
-                on_iteration(it + 1, cfg.iterations_per_epoch, float(np.mean(losses)))
+        set_lr(session.optimizer, lr)
+        losses, data_s, step_s, stopped = _train_epoch(session, batches, cb)
         epoch += 1
-        last = _finished(epoch, state["elapsed_s"] + time.perf_counter() - started, cfg)
-        val = (
-            validation_dice(model, val_cases, plans, device)
-            if val_cases and (epoch % cfg.val_every == 0 or last)
-            else None
-        )
+        last = stopped or _finished(epoch, session.state["elapsed_s"] + time.perf_counter() - started, cfg)
+        validate = val_cases and (epoch % cfg.val_every == 0 or last)
+        val = validation_dice(session.model, val_cases, plans, device) if validate else None
         seconds = time.perf_counter() - started
-        state["elapsed_s"] += seconds
+        session.state["elapsed_s"] += seconds
         mean_val = None if val is None else float(np.nanmean(list(val.values())))
         result = EpochResult(epoch, float(np.mean(losses)), lr, seconds, mean_val, val, data_s, step_s)
-        _end_epoch(run_dir, model, optimizer, scaler, state, result)
-        if on_epoch is not None:
-            on_epoch(result)
-    if not (run_dir / BEST).exists():
-        save_checkpoint(_snapshot(model, optimizer, scaler, {**state, "epoch": epoch}), run_dir / BEST)
-    return run_dir / BEST
+        _end_epoch(session, result)
+        if cb.on_epoch is not None:
+            cb.on_epoch(result)
+        if stopped:
+            logger.info("training stopped on request after epoch %d", epoch)
+            break
+    if not run.checkpoint("best").exists():
+        run.save_checkpoint(_snapshot(session, {**session.state, "epoch": epoch}), "best")
+    return run.checkpoint("best")
 
 
-def _finished(epoch: int, elapsed_s: float, cfg: Any) -> bool:
+def _train_epoch(
+    session: _Session, batches: Iterator[Batch], cb: TrainCallbacks
+) -> tuple[list[float], float, float, bool]:
+    """One epoch of steps: (losses, seconds waiting for data, seconds stepping, stopped on request)."""
+    cfg = session.plans.train
+    session.model.train()
+    losses: list[float] = []
+    data_s = step_s = 0.0
+    for it in range(cfg.iterations_per_epoch):
+        t0 = time.perf_counter()
+        batch = next(batches).to(session.device)
+        t1 = time.perf_counter()
+        losses.append(_step(session, batch, cfg.grad_clip))
+        data_s += t1 - t0
+        step_s += time.perf_counter() - t1
+        if cb.on_iteration is not None:
+            cb.on_iteration(it + 1, cfg.iterations_per_epoch, float(np.mean(losses)))
+        if cb.should_stop is not None and cb.should_stop():
+            return losses, data_s, step_s, True
+    return losses, data_s, step_s, False
+
+
+def _finished(epoch: int, elapsed_s: float, cfg: TrainConfig) -> bool:
     if cfg.time_budget_s > 0:
         return elapsed_s >= cfg.time_budget_s or epoch >= cfg.epochs
     return epoch >= cfg.epochs
 
 
-def _step(model, loss_fn, optimizer, scaler, image, target, dtype, clip) -> float:  # type: ignore[no-untyped-def]
+def _step(session: _Session, batch: Batch, clip: float) -> float:
+    model, optimizer, scaler = session.model, session.optimizer, session.scaler
     optimizer.zero_grad(set_to_none=True)
-    autocast = torch.autocast(image.device.type, dtype=dtype) if dtype is not None else nullcontext()
+    dtype = session.dtype
+    autocast = torch.autocast(batch.image.device.type, dtype=dtype) if dtype is not None else nullcontext()
     with autocast:
-        loss = loss_fn(model(image), target)
+        loss = session.loss_fn(model(batch.image), batch.target, **batch.extras)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -154,36 +200,37 @@ def _step(model, loss_fn, optimizer, scaler, image, target, dtype, clip) -> floa
     return float(loss.detach())
 
 
-def _end_epoch(run_dir: Path, model, optimizer, scaler, state: dict, result: EpochResult) -> None:  # type: ignore[no-untyped-def]
+def _end_epoch(session: _Session, result: EpochResult) -> None:
     """Log the epoch, then write ``best`` (if improved) and ``last``; ``last`` goes last so that a resumed
     run never repeats an epoch whose ``best`` was already written."""
+    state = session.state
     state["epoch"] = result.epoch
     if result.val_dice is not None and result.val_dice > state["best_dice"]:
         state["best_dice"] = result.val_dice
-        save_checkpoint(_snapshot(model, optimizer, scaler, state), run_dir / BEST)
+        session.run.save_checkpoint(_snapshot(session, state), "best")
     record = {k: v for k, v in result.__dict__.items() if v is not None}
-    with open(run_dir / LOG, "a", encoding="utf-8") as handle:
+    with open(session.run.log, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
-    save_checkpoint(_snapshot(model, optimizer, scaler, state), run_dir / LAST)
+    session.run.save_checkpoint(_snapshot(session, state), "last")
 
 
-def _snapshot(model, optimizer, scaler, state: dict) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _snapshot(session: _Session, state: dict[str, Any]) -> dict[str, Any]:
     return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
+        "model": session.model.state_dict(),
+        "optimizer": session.optimizer.state_dict(),
+        "scaler": session.scaler.state_dict(),
         "epoch": int(state["epoch"]),
         "elapsed_s": float(state["elapsed_s"]),
         "best_dice": float(state["best_dice"]),
     }
 
 
-def _restore(path: Path, model, optimizer, scaler, device: torch.device) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    ckpt = load_checkpoint(path, map_location=device)
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+def _restore(session: _Session) -> dict[str, Any]:
+    ckpt = session.run.load_checkpoint("last", map_location=session.device)
+    session.model.load_state_dict(ckpt["model"])
+    session.optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
+        session.scaler.load_state_dict(ckpt["scaler"])
     return {"epoch": int(ckpt["epoch"]), "elapsed_s": float(ckpt["elapsed_s"]), "best_dice": float(ckpt["best_dice"])}
 
 
@@ -207,23 +254,21 @@ def validation_dice(
     model: torch.nn.Module, cases: Sequence[PreprocessedCase], plans: Plans, device: torch.device
 ) -> dict[str, float]:
     """Mean per-case Dice per class on the network grid (a fast proxy; the final evaluation is in the
-    original geometry). Classes absent from both prediction and reference count as NaN."""
+    original geometry). A class absent from both prediction and reference counts as NaN for that case."""
     model.eval()
     config = SlidingWindowConfig(
-        patch_size=plans.infer.patch_size, overlap=plans.infer.overlap, batch_size=plans.infer.batch_size
+        patch_size=plans.patch_size, overlap=plans.infer.overlap, batch_size=plans.infer.batch_size
     )
-    scores: dict[str, list[float]] = {}
-    names = plans.data.labels.names
+    labels = plans.data.labels
+    scores: dict[str, list[float]] = {labels.names[k]: [] for k in labels.foreground}
     for case in cases:
         logits = sliding_window_logits(model, torch.from_numpy(case.image).to(device), config)
-        if plans.data.labels.overlapping:
-            pred = (logits > 0).cpu().numpy()
-            ref = case.label.astype(bool)  # type: ignore[union-attr]
-            pairs = {names[k + 1]: (pred[k], ref[k]) for k in range(pred.shape[0])}
+        if labels.overlapping:
+            pred, ref = (logits > 0).cpu().numpy(), case.label.astype(bool)  # type: ignore[union-attr]
+            pairs = [(pred[i], ref[i]) for i in range(pred.shape[0])]
         else:
-            labels = logits.argmax(0).cpu().numpy()
-            pairs = {names[k]: (labels == k, case.label == k) for k in names if k != 0}
-        for name, (p, r) in pairs.items():
-            denom = p.sum() + r.sum()
-            scores.setdefault(name, []).append(float(2 * (p & r).sum() / denom) if denom else float("nan"))
+            argmax = logits.argmax(0).cpu().numpy()
+            pairs = [(argmax == k, case.label == k) for k in labels.foreground]
+        for k, (p, r) in zip(labels.foreground, pairs, strict=True):
+            scores[labels.names[k]].append(dice(p, r) if (p.any() or r.any()) else float("nan"))
     return {name: float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan") for name, v in scores.items()}

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from medseg.errors import MedsegError
+from medseg import MedsegError
 
 app = typer.Typer(
     name="medseg",
@@ -63,8 +63,8 @@ def convert(
     name: Annotated[str, typer.Option(help="Dataset name in dataset.json (default: the source folder name).")] = "",
 ) -> None:
     """Convert a dataset (images/ + masks/, DICOM series folders, MSD) into the nnU-Net v2 (or MSD) layout."""
+    from medseg import ConvertOptions
     from medseg.apps.cli.views import convert_command
-    from medseg.datasets.convert import ConvertOptions
 
     options = ConvertOptions(
         layout=layout, file_ending=file_ending, resize_images_to_masks=resize_images_to_masks, name=name
@@ -82,7 +82,7 @@ def generate(
     overlapping: Annotated[bool, typer.Option(help="Overlapping binary structures instead of a label map.")] = False,
 ) -> None:
     """Write a synthetic CT-like dataset (lungs, heart, aorta) in any supported layout."""
-    from medseg.synthetic import SyntheticSpec, write_dataset
+    from medseg import SyntheticSpec, write_dataset
 
     spec = SyntheticSpec(ndim=ndim) if ndim == 3 else SyntheticSpec(ndim=2, shape=(128, 128))
     write_dataset(out, spec, n_cases=cases, seed=seed, layout=layout, overlapping=overlapping)
@@ -113,11 +113,16 @@ def train(
         typer.Option(help="auto, off, bf16 or fp16 (auto: bf16/fp16 on CUDA; on CPU bf16 if measured faster)."),
     ] = "",
     val_every: Annotated[int, typer.Option(min=0, help="Validate every N epochs (0: as planned).")] = 0,
-    model: Annotated[str, typer.Option(help="Model preset: nnunet or classic.")] = "nnunet",
+    model: Annotated[
+        str, typer.Option(help="Network: unet (nnU-Net-style, planned) or classic_unet (the 2015 U-Net).")
+    ] = "unet",
+    loss: Annotated[
+        str, typer.Option(help="dice_ce or dice_bce (default: dice_ce; dice_bce for overlapping structures).")
+    ] = "",
 ) -> None:
     """Plan, preprocess and train a U-Net; then predict, evaluate and report the held-out fold."""
+    from medseg import TrainOptions
     from medseg.apps.cli.views import train_command
-    from medseg.workflow import TrainOptions
 
     options = TrainOptions(
         epochs=epochs,
@@ -133,7 +138,8 @@ def train(
         schedule=schedule,
         amp=amp,
         val_every=val_every,
-        model_preset=model,
+        model=model,
+        loss=loss,
     )
     train_command(dataset, out, options)
 
@@ -147,20 +153,29 @@ def plan(
     seed: Annotated[int, typer.Option(help="Seed of weights, split and data sampling.")] = 0,
     device: Annotated[str, typer.Option(help="Plan for this device: auto, cpu or cuda.")] = "auto",
     epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the device's default).")] = 0,
+    model: Annotated[
+        str, typer.Option(help="Network: unet (nnU-Net-style, planned) or classic_unet (the 2015 U-Net).")
+    ] = "unet",
+    loss: Annotated[
+        str, typer.Option(help="dice_ce or dice_bce (default: dice_ce; dice_bce for overlapping structures).")
+    ] = "",
 ) -> None:
     """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`)."""
     from rich.console import Console
 
+    import medseg
     from medseg.apps.cli.views import TrainingView
-    from medseg.workflow import Callbacks, TrainOptions, plan_run
 
-    options = TrainOptions(fold=fold, folds=folds, seed=seed, device=device, epochs=epochs)
+    options = medseg.TrainOptions(
+        fold=fold, folds=folds, seed=seed, device=device, epochs=epochs, model=model, loss=loss
+    )
     with TrainingView() as view:
-        plans = plan_run(dataset, out, options, Callbacks(on_step=view.step))
+        plans = medseg.plan(dataset, out, options, medseg.Callbacks(on_step=view.step))
     t = plans.train
     Console().print(
-        f"plans: {out / 'plans.json'}\n  target spacing {plans.data.target_spacing}, patch {t.patch_size}, "
-        f"batch {t.batch_size}, features {plans.model.features}, {t.optimizer} lr {t.learning_rate}"
+        f"plans: {medseg.RunDir(out).plans_path}\n  target spacing {plans.data.target_spacing}, "
+        f"patch {plans.patch_size}, batch {t.batch_size}, model {plans.model.name}, loss {t.loss}, "
+        f"{t.optimizer} lr {t.learning_rate}"
     )
 
 
@@ -171,12 +186,12 @@ def preprocess(
     """Crop, resample and normalise every case of a planned run into RUN/preprocessed (the cache training uses)."""
     from rich.console import Console
 
+    import medseg
     from medseg.apps.cli.views import TrainingView
-    from medseg.workflow import Callbacks, preprocess_run
 
     with TrainingView() as view:
-        cases = preprocess_run(run, Callbacks(on_step=view.step))
-    Console().print(f"{len(cases)} cases preprocessed into {run / 'preprocessed'}")
+        cases = medseg.preprocess(run, medseg.Callbacks(on_step=view.step))
+    Console().print(f"{len(cases)} cases preprocessed into {medseg.RunDir(run).preprocessed}")
 
 
 @app.command()
@@ -202,9 +217,8 @@ def predict(
     continue_: Annotated[bool, typer.Option("--continue", help="Skip inputs whose prediction already exists.")] = False,
 ) -> None:
     """Segment scans with a trained run; outputs keep each input's format, geometry and file name."""
+    from medseg import PostProcessing, PredictOptions
     from medseg.apps.cli.views import predict_command
-    from medseg.config.postprocessing import PostProcessing
-    from medseg.inference.predictor import PredictOptions
 
     post = PostProcessing(largest_component=largest_component, min_voxels=min_voxels, fill_holes=fill_holes)
     options = PredictOptions(

@@ -13,9 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from medseg.datasets.check import CheckReport, check_dataset
-from medseg.datasets.convert import ConvertOptions, convert_dataset
-from medseg.datasets.dataset import load_dataset
+import medseg
+from medseg import CheckReport, ConvertOptions
 
 __all__ = ["check_command", "convert_command", "progress_bar"]
 
@@ -38,9 +37,9 @@ def progress_bar(description: str, total: int, console: Console | None = None) -
 def check_command(root: Path, *, per_case: bool = True) -> int:
     """Run ``medseg check``; return the exit code (0 clean, 1 problems)."""
     console = Console()
-    dataset = load_dataset(root)
+    dataset = medseg.load_dataset(root)
     with progress_bar("checking", len(dataset.cases) + len(dataset.test_cases)) as advance:
-        report = check_dataset(dataset, progress=advance)
+        report = medseg.check_dataset(dataset, progress=advance)
     if per_case:
         console.print(_case_table(report))
     console.print(_summary_table(report))
@@ -105,10 +104,10 @@ def _summary_table(report: CheckReport) -> Table:
 
 
 def convert_command(source: Path, out: Path, options: ConvertOptions) -> None:
-    dataset = load_dataset(source)
+    dataset = medseg.load_dataset(source)
     total = len(dataset.cases) + len(dataset.test_cases)
     with progress_bar("converting", total) as advance:
-        convert_dataset(dataset, out, options, progress=advance)
+        medseg.convert_dataset(dataset, out, options, progress=advance)
     Console().print(f"converted {total} cases from {source} ({dataset.layout}) to {out} ({options.layout})")
 
 
@@ -138,6 +137,10 @@ class TrainingView:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
+    def callbacks(self) -> medseg.Callbacks:
+        """The library's progress hooks, drawn by this view."""
+        return medseg.Callbacks(on_step=self.step, on_iteration=self.iteration, on_epoch=self.epoch_done)
+
     def step(self, name: str, total: int) -> Callable[[], None]:
         task = self.progress.add_task(name, total=total, info="", rate="")
         return lambda: self.progress.advance(task)
@@ -161,11 +164,8 @@ class TrainingView:
 
 
 def train_command(dataset: Path, out: Path, options: Any) -> None:
-    from medseg.workflow import Callbacks, train_run
-
     with TrainingView() as view:
-        callbacks = Callbacks(on_step=view.step, on_iteration=view.iteration, on_epoch=view.epoch_done)
-        train_run(dataset, out, options, callbacks)
+        medseg.train(dataset, out, options, view.callbacks())
     _print_metrics(out / "metrics.json", f"validation fold {options.fold}")
     Console().print(f"run folder: {out}\nreport: {out / 'report.html'}")
 
@@ -188,77 +188,27 @@ def _print_metrics(path: Path, title: str) -> None:
 
 
 def predict_command(run: Path, inputs: Path, output: Path, device: str, options: Any) -> None:
-    from medseg.errors import DataError
-    from medseg.fileutil import compound_suffix
-    from medseg.inference.predictor import Predictor
-    from medseg.io.images import SUPPORTED_SUFFIXES
-    from medseg.workflow import resolve_device
-
-    if not inputs.exists():
-        raise DataError(inputs, "input not found")
-    if inputs.is_file() or not _has_images(inputs):
-        files = [inputs]  # one scan: a file, or a DICOM series folder
-    else:
-        files = sorted(
-            p
-            for p in inputs.iterdir()
-            if not p.name.startswith(".") and ((p.is_file() and compound_suffix(p) in SUPPORTED_SUFFIXES) or p.is_dir())
-        )
-    if not files:
-        raise DataError(inputs, "no scans with a supported suffix", f"supported: {', '.join(SUPPORTED_SUFFIXES)}")
-    predictor = Predictor.from_run(run, resolve_device(device), options)
-    groups = _group_channels(files, len(predictor.plans.data.channel_names))
+    files = medseg.find_scans(inputs)
+    predictor = medseg.Predictor.from_run(run, medseg.resolve_device(device), options)
+    groups = medseg.group_channels(files, len(predictor.plans.data.channel_names))
     with progress_bar("predicting", len(groups)) as advance:
         written = predictor.predict_files(groups, output, advance)
     Console().print(f"wrote {len(written)} file(s) to {output}")
 
 
-def _has_images(folder: Path) -> bool:
-    from medseg.fileutil import compound_suffix
-    from medseg.io.images import SUPPORTED_SUFFIXES
-
-    return any(compound_suffix(p) in SUPPORTED_SUFFIXES for p in folder.iterdir()) or any(
-        p.is_dir() for p in folder.iterdir()
-    )
-
-
-def _group_channels(files: list[Path], n_channels: int) -> list[tuple[str, tuple[Path, ...]]]:
-    """nnU-Net per-channel files CASE_0000, CASE_0001, ... form one case when the model has several channels."""
-    import re
-
-    from medseg.io.images import case_stem
-
-    if n_channels == 1:
-        return [(case_stem(f), (f,)) for f in files]
-    groups: dict[str, list[Path]] = {}
-    for f in files:
-        match = re.match(r"^(.+)_(\d{4})$", case_stem(f))
-        groups.setdefault(match.group(1) if match else case_stem(f), []).append(f)
-    return [(k, tuple(sorted(v))) for k, v in sorted(groups.items())]
-
-
 def evaluate_command(predictions: Path, references: Path, out: Path, run: Path | None, tolerance: float) -> None:
-    from medseg.config.plans import load_plans
-    from medseg.evaluation.evaluate import discover_pairs, evaluate_pairs, labels_from_references, write_metrics
-    from medseg.fileutil import make_dirs
-
-    labels = load_plans(run / "plans.json").data.labels if run else labels_from_references(references)
-    pairs = discover_pairs(predictions, references, labels)
+    labels = medseg.RunDir(run).load_plans().data.labels if run else medseg.labels_from_references(references)
+    pairs = medseg.discover_pairs(predictions, references, labels)
     with progress_bar("evaluating", len(pairs)) as advance:
-        metrics = evaluate_pairs(pairs, labels, nsd_tolerance_mm=tolerance, progress=advance)
-    make_dirs(out)
-    json_path, csv_path = write_metrics(metrics, out)
+        metrics = medseg.evaluate_pairs(pairs, labels, nsd_tolerance_mm=tolerance, progress=advance)
+    json_path, csv_path = medseg.write_metrics(metrics, out)
     _print_metrics(json_path, "evaluation")
     Console().print(f"metrics: {json_path}, {csv_path}")
 
 
 def demo_command(out: Path, epochs: int, device: str) -> None:
-    from medseg.apps.cli.demo import run_demo
-    from medseg.workflow import Callbacks
-
     with TrainingView() as view:
-        callbacks = Callbacks(on_step=view.step, on_iteration=view.iteration, on_epoch=view.epoch_done)
-        result = run_demo(out, epochs=epochs, device=device, callbacks=callbacks)
+        result = medseg.run_demo(out, epochs=epochs, device=device, callbacks=view.callbacks())
     _print_metrics(out / "evaluation" / "metrics.json", "demo: held-out synthetic test scans")
     console = Console()
     console.print(f"mean Dice over classes: {result.mean_dice:.4f}")

@@ -14,13 +14,16 @@ from typing import Any
 
 import numpy as np
 
+from medseg.device import resolve_device
 from medseg.errors import DataError
 from medseg.evaluation.evaluate import EvalPair, evaluate_pairs, write_metrics
+from medseg.evaluation.run_report import write_run_report
 from medseg.fileutil import make_dirs
 from medseg.inference.predictor import Predictor
 from medseg.io.images import Geometry, write_image
+from medseg.run import RunDir
 from medseg.synthetic import SyntheticSpec, make_cases, write_dataset
-from medseg.workflow import Callbacks, TrainOptions, _step, resolve_device, train_run, write_run_report
+from medseg.workflow import Callbacks, TrainOptions, train_run
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -68,7 +71,7 @@ def run_demo(
     predictor = Predictor.from_run(run_dir, resolve_device(device))
     cases = [(p.name, (p,)) for p in sorted(test_images.iterdir())]
     predictions = out / "predictions"
-    predictor.predict_files(cases, predictions, _step(callbacks or Callbacks(), "predict test", len(cases)))
+    predictor.predict_files(cases, predictions, (callbacks or Callbacks()).step("predict test", len(cases)))
     pairs = [
         EvalPair(p.name.removesuffix(".nii.gz"), (predictions / p.name,), (test_labels / p.name,))
         for p in sorted(test_images.iterdir())
@@ -83,7 +86,7 @@ def run_demo(
         metrics,
         pairs,
         predictor.plans,
-        run_dir / "log.jsonl",
+        RunDir(run_dir).log,
         images,
         title="medseg demo: synthetic chest CT, held-out test cases",
     )

@@ -1,0 +1,57 @@
+"""The HTML report of a run or an evaluation: metric tables, box plot, training curves from ``log.jsonl``,
+and overlays of the best, median and worst cases (images and masks read back from disk)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.config.plans import Plans
+from medseg.evaluation.evaluate import EvalPair
+from medseg.evaluation.report import OverlayCase, pick_overlay_cases, write_report
+from medseg.io.images import read_channels, read_label
+from medseg.labels import LabelSpec
+from medseg.serial import to_dict
+
+__all__ = ["write_run_report"]
+
+
+def write_run_report(
+    path: Path,
+    metrics: dict[str, Any],
+    pairs: Sequence[EvalPair],
+    plans: Plans,
+    log: Path | None,
+    images: Mapping[str, Sequence[Path]],
+    *,
+    title: str,
+) -> Path:
+    """The HTML report: metric tables, box plot, curves from ``log``, overlays of best/median/worst cases."""
+    scores = {
+        c["case"]: float(np.nanmean([m["dice"] if m["dice"] is not None else np.nan for m in c["metrics"].values()]))
+        for c in metrics["cases"]
+    }
+    by_id = {p.case_id: p for p in pairs}
+    labels = plans.data.labels
+    overlays = []
+    for _role, case_id in pick_overlay_cases(scores):
+        pair = by_id[case_id]
+        image, _ = read_channels(list(images[case_id]))
+        ref, pred = _masks(pair.reference, labels), _masks(pair.prediction, labels)
+        overlays.append(OverlayCase(case_id, image, ref, pred, scores[case_id], overlapping=labels.overlapping))
+    lines = log.read_text(encoding="utf-8").splitlines() if log is not None and log.exists() else []
+    records = [json.loads(line) for line in lines if line.strip()]
+    return write_report(
+        path, title=title, metrics=metrics, log_records=records, overlays=overlays, config=to_dict(plans)
+    )
+
+
+def _masks(paths: Sequence[Path], labels: LabelSpec) -> np.ndarray:
+    """Class indices (*spatial) of one label file, or (K, *spatial) masks of one file per structure."""
+    if labels.overlapping:
+        return np.stack([read_label(p)[0] for p in paths])
+    return labels.to_indices(read_label(paths[0])[0], paths[0])

@@ -1,0 +1,31 @@
+"""Every model configuration class, as one tagged union for ``plans.json`` (pure Python, no torch).
+
+``Plans.model`` is a :data:`ModelConfig`; in JSON it is an object whose ``"name"`` picks the class (each
+class lists the names it serves in its ``NAMES`` class variable, see :mod:`medseg.serial`). To add a
+network, add its config class to this union and its entry to :data:`medseg.models.registry.MODELS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from medseg.models.unet_config import UNetConfig
+
+__all__ = ["ModelConfig", "ModelInputs"]
+
+# A union of every config class; a one-member union is the class itself until a second network arrives.
+ModelConfig = Union[UNetConfig]  # noqa: UP007 (a runtime alias that serial.from_dict reads)
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What planning knows when it configures a network: dimensionality, channels in and out, the patch
+    (array axis order, planned voxels), the target spacing (mm) and whether it plans for a GPU."""
+
+    ndim: int
+    in_channels: int
+    out_channels: int
+    patch_size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    gpu: bool = False
