@@ -16,8 +16,10 @@ demo: $(STAMP)
 	$(VENV)/bin/medseg demo
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks

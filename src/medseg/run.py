@@ -37,7 +37,7 @@ import torch
 from medseg.config.plans import Plans, load_plans, save_plans
 from medseg.errors import DataError
 from medseg.evaluation.evaluate import METRICS_JSON
-from medseg.fileutil import atomic_path, atomic_write_json
+from medseg.fileutil import atomic_path, atomic_write_json, path_problem
 
 __all__ = ["RunDir", "RunRecord", "load_checkpoint", "save_checkpoint"]
 
@@ -161,8 +161,11 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely (tensors and plain containers only)."""
+    """Read a checkpoint safely (tensors and plain containers only) and verify its checksum."""
     path = Path(path)
+    problem = path_problem(path)
+    if problem is not None and problem[0] != "no such file or folder":  # a broken link, a link loop, ...
+        raise DataError(path, *problem)
     if not path.is_file():
         raise DataError(path, "checkpoint not found", "train first, or pass the run folder that holds it")
     try:

@@ -127,3 +127,19 @@ def test_missing_label_file_reported(msd_3d: Path) -> None:
     shutil.move(msd_3d / "labelsTr" / "case_002.nii.gz", msd_3d / "elsewhere.nii.gz")
     ds = load_dataset(msd_3d)
     assert any("case_002.nii.gz" in str(p) and "missing" in str(p) for p in ds.problems)
+
+
+def test_a_folder_that_cannot_be_listed_is_named(folder_2d: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OSError while scanning a dataset (here: listing masks/) is one line naming the path."""
+    listing = Path.iterdir
+
+    def refuse(self: Path):  # type: ignore[no-untyped-def]
+        if self.name == "masks":
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(DataError) as info:
+        load_dataset(folder_2d)
+    fix = "check the file and its permissions"
+    assert str(info.value) == f"{folder_2d / 'masks'}: cannot be read (Permission denied) ({fix})"

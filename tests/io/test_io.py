@@ -539,3 +539,27 @@ def test_shared_2d_datasets_read() -> None:
     assert mask.ndim == 2 and geometry == Geometry.identity(2)
     fundus, _ = read_image(files["drive"][0])
     assert fundus.shape[0] == 3 and fundus.shape[1:] == read_info(files["drive"][0]).shape
+
+
+def test_an_os_error_while_reading_is_a_data_error_naming_the_file(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Permission denied, an I/O error: whatever the operating system reports is one line naming the file."""
+    path = io.write_image(tmp_path / "scan.nii.gz", np.ones((2, 3, 4), np.float32), Geometry.identity(3))
+
+    def fail(p: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr(io, "_check_nifti_complete", fail)
+    with pytest.raises(DataError) as info:
+        io.read_image(path)
+    assert str(info.value) == f"{path}: cannot be read (Permission denied) (check the file and its permissions)"
+
+
+@pytest.mark.parametrize("make", ["loop", "dangling"])
+def test_a_symlink_that_cannot_be_followed_is_named(tmp_path: Path, make: str) -> None:
+    path = tmp_path / "scan.nii.gz"
+    path.symlink_to("scan.nii.gz" if make == "loop" else "gone.nii.gz")
+    shows = "is a symbolic link loop" if make == "loop" else "is a broken symbolic link (to gone.nii.gz)"
+    for read in (io.read_image, io.read_info, io.read_label):
+        with pytest.raises(DataError, match=shows.replace("(", r"\(").replace(")", r"\)")) as info:
+            read(path)
+        assert info.value.path == path

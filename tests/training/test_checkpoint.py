@@ -227,3 +227,11 @@ def test_a_checksum_that_is_not_a_digest_is_a_mismatch(tmp_path: Path) -> None:
     torch.save({**_state(), "sha256": torch.zeros(2)}, path)
     with pytest.raises(DataError, match="checksum mismatch"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_that_is_a_symlink_loop_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint_best.pt"
+    path.symlink_to(path.name)
+    with pytest.raises(DataError, match="is a symbolic link loop") as info:
+        load_checkpoint(path)
+    assert info.value.path == path

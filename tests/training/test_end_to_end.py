@@ -92,3 +92,19 @@ def test_existing_run_folder_is_refused(msd_2d: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", str(msd_2d), "--out", str(tmp_path / "run")])
     assert result.exit_code != 0
     assert "pass --resume" in str(result.exception)
+
+
+def test_should_stop_ends_training_cleanly_after_the_current_step(msd_2d: Path, tmp_path: Path) -> None:
+    """A GUI's Cancel: training stops at the next step, keeps its checkpoints, and the run is still evaluated."""
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) >= 3  # the third step of epoch 2
+
+    options = TrainOptions(epochs=5, iterations_per_epoch=2, val_every=5, device="cpu", folds=3, deterministic=True)
+    run = train_run(msd_2d, tmp_path / "run", options, Callbacks(should_stop=stop))
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and "val_dice" in log[-1]  # the stopped epoch is validated
+    assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 2
+    assert (run / "metrics.json").is_file() and len(asked) == 3

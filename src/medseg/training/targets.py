@@ -7,8 +7,8 @@ computes only what the configured loss requires and puts it in the :class:`~meds
 under the same name.
 
 ``distance_map``: per channel, the signed Euclidean distance (voxels) to the structure's boundary,
-negative inside (0 on the structure's border voxels) and positive outside (the map of Kervadec et al.'s boundary loss, ``scipy.ndimage``'s
-exact transform); 0 everywhere for a channel absent from the patch.
+negative inside (0 on the structure's border voxels) and positive outside: the map of Kervadec et al.'s
+boundary loss, from ``scipy.ndimage``'s exact transform; 0 everywhere for a channel absent from the patch.
 """
 
 from __future__ import annotations
