@@ -3,6 +3,7 @@ the time went. Not a test: figures go into docs/benchmarks.md by hand, with the 
 
     python benchmarks/real_data.py hippocampus --budget 30m --out /tmp/bench-hippocampus
     python benchmarks/real_data.py jsrt --budget 15m --out /tmp/bench-jsrt
+    python benchmarks/real_data.py hippocampus --epochs 100 --out /tmp/bench-hippocampus   # fixed work
 
 hippocampus: MSD Task04 (200 cases here), fold 0 of 5 held out (40 cases), 3D, labels anterior/posterior.
 jsrt: 40 chest X-rays; images (2048²) are block-averaged to the masks' 1024² grid by ``medseg convert
@@ -27,6 +28,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=sorted(DATASETS))
     parser.add_argument("--budget", default="30m", help="training time budget (medseg train --time-budget)")
+    parser.add_argument(
+        "--epochs", type=int, default=0, help="train exactly this many epochs instead of a time budget (fixed work)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="new folder for the converted data and the run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -43,9 +47,8 @@ def main() -> int:
             subprocess.run([*medseg, "convert", str(source), str(data), "--resize-images-to-masks"], check=True)
     run = args.out / "run"
     started = time.perf_counter()
-    subprocess.run(
-        [*medseg, "train", str(data), "--out", str(run), "--time-budget", args.budget, "--device", "cpu"], check=True
-    )
+    length = ["--epochs", str(args.epochs)] if args.epochs else ["--time-budget", args.budget]
+    subprocess.run([*medseg, "train", str(data), "--out", str(run), *length, "--device", "cpu"], check=True)
     wall = time.perf_counter() - started
     print(summarise(run, wall))
     return 0
@@ -64,7 +67,7 @@ def summarise(run: Path, wall: float) -> str:
     iterations = epochs * plans["train"]["iterations_per_epoch"]
     lines = [
         f"held-out cases: {len(metrics['cases'])}; epochs: {epochs} ({iterations} iterations of batch "
-        f"{plans['train']['batch_size']}, patch {plans['train']['patch_size']})",
+        f"{plans['train']['batch_size']}, patch {plans['patch_size']})",
         "",
         "| class | Dice mean ± std | median | HD95 mm | NSD |",
         "|---|---|---|---|---|",

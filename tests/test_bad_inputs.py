@@ -459,7 +459,7 @@ def _rgb_png(path: Path, source: Path) -> Path:
 def test_predict_refuses_a_scan_the_run_was_not_trained_for(
     run: str, scan: str, shows: str, trained: Path, trained_2d: Path, pristine: Path, tmp_path, capsys, monkeypatch
 ) -> None:
-    """Dimensionality and channels are checked once, where a scan meets a run (inference/inputs.check_scan)."""
+    """Dimensionality and channels are checked once, where a scan meets a run (preprocessing/checks.check_scan)."""
     png = trained_2d.parent / "f2d" / "images" / "case_000.png"
     path = {
         "png": lambda: png,
@@ -541,7 +541,14 @@ EVALUATE_CORPUS = [
     "4d-label",
     "shape-mismatch",
     "absurd-dimensions",
+    "symlink-loop",
+    "dangling-symlink",
 ]
+
+
+def test_evaluate_names_a_missing_reference_folder(pristine: Path, tmp_path, capsys, monkeypatch) -> None:
+    result = run_main(["evaluate", str(pristine / "labelsTr"), str(tmp_path / "nowhere")], capsys, monkeypatch)
+    assert_one_line_error(result, f"{tmp_path / 'nowhere'}: folder not found")
 
 
 @pytest.mark.parametrize("role", ["prediction", "reference"])

@@ -11,10 +11,11 @@ import pytest
 from medseg.config.plans import DataConfig
 from medseg.datasets.dataset import load_dataset
 from medseg.errors import DataError
-from medseg.inference.inputs import check_scan, find_scans, group_channels
+from medseg.inference.inputs import find_scans, group_channels
 from medseg.io.images import Geometry
 from medseg.planning.fingerprint import fingerprint
 from medseg.planning.plans import Budget, make_plans
+from medseg.preprocessing.checks import check_scan
 
 
 @pytest.fixture

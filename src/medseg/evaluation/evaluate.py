@@ -62,7 +62,8 @@ def discover_pairs(pred_dir: Path, ref_dir: Path, labels: LabelSpec) -> list[Eva
         return {
             p.name: p
             for p in sorted(folder.iterdir())
-            if p.is_file() and not p.name.startswith(".") and compound_suffix(p) in SUPPORTED_SUFFIXES
+            # not is_dir(): a broken or looping link is kept, so that reading it names the file
+            if not p.is_dir() and not p.name.startswith(".") and compound_suffix(p) in SUPPORTED_SUFFIXES
         }
 
     if labels.overlapping:
@@ -78,7 +79,7 @@ def discover_pairs(pred_dir: Path, ref_dir: Path, labels: LabelSpec) -> list[Eva
         pairs = [EvalPair(_stem(n), (pred_dir / n,), (p,)) for n, p in refs.items()]
     if not pairs:
         raise DataError(ref_dir, "no reference label files found")
-    missing = [p for pair in pairs for p in pair.prediction if not p.exists()]
+    missing = [p for pair in pairs for p in pair.prediction if not (p.exists() or p.is_symlink())]
     if missing:
         raise DataError(
             missing[0],
@@ -155,9 +156,11 @@ def evaluate_folders(
 
 def labels_from_references(ref_dir: Path) -> LabelSpec:
     """Labels discovered from reference files when no plans or dataset.json says them (values > 0)."""
+    if not ref_dir.is_dir():
+        raise DataError(ref_dir, "folder not found")
     values: set[int] = {0}
     for path in sorted(ref_dir.iterdir()):
-        if path.is_file() and compound_suffix(path) in SUPPORTED_SUFFIXES:
+        if not path.is_dir() and not path.name.startswith(".") and compound_suffix(path) in SUPPORTED_SUFFIXES:
             values.update(int(v) for v in np.unique(read_label(path)[0]))
     ordered = tuple(sorted(values))
     return LabelSpec({i: ("background" if v == 0 else f"label_{v}") for i, v in enumerate(ordered)}, ordered)

@@ -21,13 +21,13 @@ import torch
 
 from medseg.config.plans import Plans
 from medseg.config.postprocessing import PostProcessing
-from medseg.fileutil import atomic_path
-from medseg.inference.inputs import check_scan
+from medseg.fileutil import atomic_path, make_dirs
 from medseg.inference.postprocessing import apply_postprocessing, apply_postprocessing_mask
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_labels, sliding_window_logits
 from medseg.io.images import Geometry, case_stem, read_channels, write_image
 from medseg.io.naming import split_channel_suffix
 from medseg.models.registry import build_model
+from medseg.preprocessing.checks import check_scan
 from medseg.preprocessing.forward import CaseProperties, preprocess_image
 from medseg.preprocessing.inverse import logits_to_labels, logits_to_probabilities
 from medseg.run import RunDir
@@ -150,6 +150,7 @@ class Predictor:
 
         With ``skip_existing`` cases whose output exists already are skipped (outputs are written atomically,
         so an existing file is complete)."""
+        make_dirs(out_dir)  # a bad output path fails before the first case is computed, not after
         written: list[Path] = []
         for _case_id, channels in cases:
             targets = self.output_paths(channels[0], out_dir)

@@ -17,6 +17,7 @@ from medseg.config.plans import DataConfig
 from medseg.datasets.dataset import Case
 from medseg.errors import DataError
 from medseg.io.images import Geometry, read_channels, read_label
+from medseg.preprocessing.checks import check_scan
 from medseg.preprocessing.resample import resample, resample_label
 
 __all__ = ["CaseProperties", "PreprocessedCase", "nonzero_bbox", "normalize", "preprocess_case", "preprocess_image"]
@@ -66,13 +67,7 @@ def preprocess_image(image: np.ndarray, geometry: Geometry, data: DataConfig) ->
 def preprocess_case(case: Case, data: DataConfig) -> PreprocessedCase:
     """Read and preprocess one case (image and, if present, label)."""
     image, geometry = read_channels(list(case.channels))
-    if image.shape[0] != len(data.channel_names):
-        raise DataError(
-            case.channels[0], f"has {image.shape[0]} channel(s), the plans expect {len(data.channel_names)}"
-        )
-    if image.dtype.kind == "f" and not np.isfinite(image).all():  # the file changed since `medseg plan` checked it
-        n_bad = int(image.size - np.count_nonzero(np.isfinite(image)))
-        raise DataError(case.channels[0], f"{n_bad} NaN/Inf voxels", "run `medseg check`")
+    check_scan(image, geometry, data, case.channels)  # the file may have changed since `medseg plan` checked it
     array, props = preprocess_image(image, geometry, data)
     props = CaseProperties(
         case.case_id, props.original_shape, props.geometry, props.bbox_start, props.bbox_stop, props.resampled_shape

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -35,8 +33,6 @@ __all__ = [
     "SyntheticSpec",
     "make_case",
     "make_cases",
-    "overlapping_masks",
-    "write_dataset",
 ]
 
 logger = logging.getLogger(__name__)
@@ -378,58 +374,5 @@ def make_cases(spec: SyntheticSpec, n: int, seed: int) -> list[SyntheticCase]:
     return [make_case(spec, np.random.default_rng(child)) for child in children]
 
 
-def overlapping_masks(case: SyntheticCase) -> np.ndarray:
-    """``(K, *spatial)`` uint8 overlapping masks named by :data:`OVERLAP_NAMES`.
-
-    ``mediastinum`` is heart ∪ aorta ∪ the non-lung voxels that lie between lung voxels along the same
-    row (right-left line) and not behind the aorta's posterior edge in that slice; it contains the heart.
-    """
-    lungs, heart, aorta = case.label == 1, case.label == 2, case.label == 3
-    seen_right = np.logical_or.accumulate(lungs, axis=-1)
-    seen_left = np.flip(np.logical_or.accumulate(np.flip(lungs, axis=-1), axis=-1), axis=-1)
-    aorta_rows = aorta.any(axis=-1)
-    not_behind = np.flip(np.logical_or.accumulate(np.flip(aorta_rows, axis=-1), axis=-1), axis=-1)
-    between = seen_right & seen_left & ~lungs & not_behind[..., None]
-    return np.stack([lungs, heart, between | heart | aorta]).astype(np.uint8)
 
 
-def write_dataset(
-    out: Path,
-    spec: SyntheticSpec,
-    *,
-    n_cases: int,
-    seed: int,
-    layout: str = "msd",
-    overlapping: bool = False,
-    n_test: int = 0,
-) -> Path:
-    """Write ``n_cases`` labelled (and ``n_test`` unlabelled) synthetic cases under ``out`` in ``layout``
-    ('msd', 'nnunet' or 'folder'); one channel named CT, labels :data:`LABEL_NAMES` or, with
-    ``overlapping``, the binary structures :data:`OVERLAP_NAMES` (nnU-Net or folder layout only).
-
-    Volumes are written as NIfTI; the folder layout of 2D cases uses 16-bit PNG with HU + 1024 (as many
-    tutorials store CT slices), so it exercises the PNG path.
-    """
-    from medseg.datasets.layouts import CaseArrays, DatasetMeta, write_layout
-    from medseg.io.images import Geometry
-    from medseg.labels import LabelSpec
-
-    png = layout == "folder" and spec.ndim == 2
-    cases = make_cases(spec, n_cases + n_test, seed)
-
-    def arrays() -> Iterator[CaseArrays]:
-        for i, case in enumerate(cases):
-            image = np.clip(case.image + 1024, 0, 65535).astype(np.uint16) if png else case.image
-            label: np.ndarray | None = overlapping_masks(case) if overlapping else case.label
-            geometry = Geometry.identity(spec.ndim, None if png else case.spacing)
-            yield CaseArrays(f"case_{i:03d}", image[None], geometry, label if i < n_cases else None)
-
-    label_names = dict(enumerate(OVERLAP_NAMES, start=1)) if overlapping else dict(LABEL_NAMES)
-    meta = DatasetMeta(
-        name=f"synthetic_ct_{spec.ndim}d",
-        labels=LabelSpec(label_names, tuple(label_names), overlapping),
-        channel_names=("CT",),
-        file_ending=".png" if png else ".nii.gz",
-        description=f"medseg synthetic CT-like {spec.ndim}D cases, seed {seed}",
-    )
-    return write_layout(Path(out), layout, arrays(), meta)
