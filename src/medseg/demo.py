@@ -40,6 +40,7 @@ class DemoResult:
     predictions: Path
     report: Path
     metrics: dict[str, Any]
+    metrics_path: Path
 
     @property
     def mean_dice(self) -> float:
@@ -79,7 +80,7 @@ def run_demo(
     metrics = evaluate_pairs(pairs, predictor.plans.data.labels)
     evaluation = out / "evaluation"
     make_dirs(evaluation)
-    write_metrics(metrics, evaluation)
+    metrics_path, _ = write_metrics(metrics, evaluation)
     images = {p.case_id: [test_images / f"{p.case_id}.nii.gz"] for p in pairs}
     report = write_run_report(
         evaluation / "report.html",
@@ -90,7 +91,7 @@ def run_demo(
         images,
         title="medseg demo: synthetic chest CT, held-out test cases",
     )
-    return DemoResult(out, run_dir, predictions, report, metrics)
+    return DemoResult(out, run_dir, predictions, report, metrics, metrics_path)
 
 
 def _prepare(out: Path) -> None:

@@ -166,8 +166,9 @@ class TrainingView:
 def train_command(dataset: Path, out: Path, options: Any) -> None:
     with TrainingView() as view:
         medseg.train(dataset, out, options, view.callbacks())
-    _print_metrics(out / "metrics.json", f"validation fold {options.fold}")
-    Console().print(f"run folder: {out}\nreport: {out / 'report.html'}")
+    run = medseg.RunDir(out)
+    _print_metrics(run.metrics, f"validation fold {options.fold}")
+    Console().print(f"run folder: {out}\nreport: {run.report}")
 
 
 def _print_metrics(path: Path, title: str) -> None:
@@ -209,7 +210,7 @@ def evaluate_command(predictions: Path, references: Path, out: Path, run: Path |
 def demo_command(out: Path, epochs: int, device: str) -> None:
     with TrainingView() as view:
         result = medseg.run_demo(out, epochs=epochs, device=device, callbacks=view.callbacks())
-    _print_metrics(out / "evaluation" / "metrics.json", "demo: held-out synthetic test scans")
+    _print_metrics(result.metrics_path, "demo: held-out synthetic test scans")
     console = Console()
     console.print(f"mean Dice over classes: {result.mean_dice:.4f}")
     console.print(f"dataset:     {out / 'dataset'}")
