@@ -101,7 +101,7 @@ def evaluate_pairs(
     progress: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Metrics per case and class, and their summary (mean/median/std/n over cases)."""
-    cases = []
+    cases: list[dict[str, Any]] = []
     for pair in pairs:
         cases.append({"case": pair.case_id, "metrics": _case_metrics(pair, labels, nsd_tolerance_mm)})
         if progress is not None:

@@ -42,9 +42,11 @@ def preprocess_dataset(
         ):
             pre = preprocess_case(case, data)
             with atomic_path(npz) as tmp:
-                arrays = {"image": pre.image} if pre.label is None else {"image": pre.image, "label": pre.label}
                 with open(tmp, "wb") as handle:
-                    np.savez(handle, **arrays)
+                    if pre.label is None:
+                        np.savez(handle, image=pre.image)
+                    else:
+                        np.savez(handle, image=pre.image, label=pre.label)
             atomic_write_json(meta, {"data_hash": stamp, "properties": to_dict(pre.properties)})
         paths.append(npz)
         if progress is not None:

@@ -29,7 +29,7 @@ def logits_to_labels(logits: torch.Tensor, props: CaseProperties, *, overlapping
     if overlapping:
         out = np.zeros((logits.shape[0], *props.original_shape), dtype=np.uint8)
         for k in range(logits.shape[0]):
-            out[(k, *crop)] = (resample_channel(logits[k], cropped) > 0).numpy()
+            out[k][crop] = (resample_channel(logits[k], cropped) > 0).numpy()
         return out
     full = np.zeros(props.original_shape, dtype=np.uint8)
     full[crop] = running_argmax(lambda k: logits[k], logits.shape[0], cropped).numpy()

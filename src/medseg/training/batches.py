@@ -75,7 +75,11 @@ class PatchDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
         context = rotation_context(self.patch_size, self.config.augment)
         self.sampler = PatchSampler(self.patch_size, self.config.foreground_fraction, context)
         rng = np.random.default_rng([self.config.seed, 2**31])
-        self.locations = [class_locations(c.label, c.image.ndim - 1, rng) for c in self.cases]
+        self.locations = []
+        for case in self.cases:
+            if case.label is None:
+                raise ValueError(f"training case {case.properties.case_id!r} has no label")
+            self.locations.append(class_locations(case.label, case.image.ndim - 1, rng))
 
     def __len__(self) -> int:
         return 2**62
