@@ -19,7 +19,8 @@ import torch
 
 from medseg.config.plans import Plans
 from medseg.datasets.check import check_dataset
-from medseg.datasets.dataset import Case, Dataset, load_dataset
+from medseg.datasets.dataset import load_dataset
+from medseg.datasets.records import Case, Dataset
 from medseg.device import resolve_device
 from medseg.errors import ConfigError, DataError
 from medseg.evaluation.evaluate import EvalPair, evaluate_pairs, write_metrics

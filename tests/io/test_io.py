@@ -16,6 +16,7 @@ from PIL import Image
 
 from medseg.errors import ConfigError, DataError
 from medseg.io import images as io
+from medseg.io import itk
 from medseg.io.images import (
     MAX_VOXELS,
     SUPPORTED_SUFFIXES,
@@ -466,7 +467,7 @@ def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
         Path(name).write_bytes(b"half written")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(io.sitk, "WriteImage", broken_writer)
+    monkeypatch.setattr(itk.sitk, "WriteImage", broken_writer)
     for name in ("new.nii.gz", "keep.nii.gz", "detached.mhd"):
         with pytest.raises(DataError, match=name):
             write_image(tmp_path / name, _volume(), GEOMETRY)
@@ -548,7 +549,7 @@ def test_an_os_error_while_reading_is_a_data_error_naming_the_file(tmp_path: Pat
     def fail(p: Path) -> None:
         raise PermissionError(13, "Permission denied", str(p))
 
-    monkeypatch.setattr(io, "_check_nifti_complete", fail)
+    monkeypatch.setattr(itk, "_check_nifti_complete", fail)
     with pytest.raises(DataError) as info:
         io.read_image(path)
     assert str(info.value) == f"{path}: cannot be read (Permission denied) (check the file and its permissions)"

@@ -1,0 +1,1 @@
+"""Datasets on disk: one module per layout (read and write together), checked and converted."""

@@ -1,6 +1,6 @@
 """Dataset validation: read every case and list everything that would hurt training.
 
-``check_dataset`` never raises for a bad case: each problem becomes a :class:`~medseg.datasets.dataset.Problem`
+``check_dataset`` never raises for a bad case: each problem becomes a :class:`~medseg.datasets.records.Problem`
 naming the file. Found: unreadable or truncated files, missing labels, duplicate ids (from loading), image /
 label shape or geometry mismatch, labels outside the declared set, non-binary structure masks, NaN/Inf
 voxels, constant (e.g. all-zero) images, multi-channel files whose channels disagree in shape or geometry.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.datasets.dataset import Case, Dataset, Problem
+from medseg.datasets.records import Case, Dataset, Problem
 from medseg.errors import DataError
 from medseg.io.images import Geometry, read_channels, read_label
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.datasets.dataset import Case, Dataset
-from medseg.datasets.layouts import CaseArrays, DatasetMeta, write_layout
+from medseg.datasets.dataset import write_layout
+from medseg.datasets.records import Case, CaseArrays, Dataset, DatasetMeta
 from medseg.errors import DataError
 from medseg.io.images import Geometry, read_channels, read_label
 from medseg.labels import LabelSpec

@@ -21,9 +21,6 @@ from medseg.io.naming import SUPPORTED_SUFFIXES, case_stem, split_channel_suffix
 __all__ = ["find_scans", "group_channels"]
 
 
-
-
-
 def find_scans(inputs: Path) -> list[Path]:
     """The scans in ``inputs``: the file or DICOM series folder itself, or every image file and sub-folder
     (DICOM series) of a folder of scans, sorted. Hidden files are ignored; a file with an image suffix that

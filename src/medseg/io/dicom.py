@@ -1,7 +1,7 @@
 """DICOM series: find the one series in a folder, check and sort its slices, read it; write a series.
 
-Used by :mod:`medseg.io.images` (call that module): it adds the size check and turns SimpleITK's
-``RuntimeError`` into :class:`medseg.errors.DataError`.
+Used by :mod:`medseg.io.itk`, which turns SimpleITK's ``RuntimeError`` into :class:`medseg.errors.DataError`;
+:mod:`medseg.io.images` adds the size check (call that module).
 
 A folder must hold exactly one series (GDCM series ids). Slices are sorted by their position along the
 slice normal (``ImagePositionPatient`` projected on the cross product of ``ImageOrientationPatient``);
@@ -32,7 +32,7 @@ from medseg.errors import DataError
 from medseg.fileutil import atomic_path
 
 if TYPE_CHECKING:
-    from medseg.io.images import Geometry
+    from medseg.io.geometry import Geometry
 
 __all__ = ["Series", "SeriesHeader", "find_series", "integer_pixels", "read_series", "series_header", "write_series"]
 

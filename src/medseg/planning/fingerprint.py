@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medseg.datasets.dataset import Dataset
+from medseg.datasets.records import Dataset
 from medseg.errors import DataError
 from medseg.io.images import read_channels, read_label
 from medseg.labels import LabelSpec

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.config.plans import DataConfig
-from medseg.datasets.dataset import Case
+from medseg.datasets.records import Case
 from medseg.fileutil import atomic_path, atomic_write_json, make_dirs
 from medseg.preprocessing.forward import CaseProperties, PreprocessedCase, preprocess_case
 from medseg.serial import from_dict, to_dict
@@ -41,12 +41,11 @@ def preprocess_dataset(
             meta.exists() and npz.exists() and json.loads(meta.read_text(encoding="utf-8")).get("data_hash") == stamp
         ):
             pre = preprocess_case(case, data)
-            with atomic_path(npz) as tmp:
-                with open(tmp, "wb") as handle:
-                    if pre.label is None:
-                        np.savez(handle, image=pre.image)
-                    else:
-                        np.savez(handle, image=pre.image, label=pre.label)
+            with atomic_path(npz) as tmp, open(tmp, "wb") as handle:
+                if pre.label is None:
+                    np.savez(handle, image=pre.image)
+                else:
+                    np.savez(handle, image=pre.image, label=pre.label)
             atomic_write_json(meta, {"data_hash": stamp, "properties": to_dict(pre.properties)})
         paths.append(npz)
         if progress is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medseg.config.plans import DataConfig
-from medseg.datasets.dataset import Case
+from medseg.datasets.records import Case
 from medseg.errors import DataError
 from medseg.io.images import Geometry, read_channels, read_label
 from medseg.preprocessing.checks import check_scan

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.datasets.layouts import CaseArrays, DatasetMeta, write_layout
+from medseg.datasets.dataset import write_layout
+from medseg.datasets.records import CaseArrays, DatasetMeta
 from medseg.io.images import Geometry
 from medseg.labels import LabelSpec
 from medseg.synthetic.phantom import LABEL_NAMES, OVERLAP_NAMES, SyntheticCase, SyntheticSpec, make_cases

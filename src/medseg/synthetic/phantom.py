@@ -372,7 +372,3 @@ def make_cases(spec: SyntheticSpec, n: int, seed: int) -> list[SyntheticCase]:
     children = np.random.SeedSequence(int(seed)).spawn(int(n))
     logger.debug("generating %d synthetic %dD cases of shape %s (seed %d)", n, spec.ndim, spec.shape, seed)
     return [make_case(spec, np.random.default_rng(child)) for child in children]
-
-
-
-
