@@ -17,25 +17,25 @@ def _medseg(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
     return int(exit_info.value.code or 0)
 
 
-@pytest.mark.parametrize(("model", "loss"), [("classic_unet", "dice_ce"), ("unet", "")])
+@pytest.mark.parametrize(("model", "loss"), [("classic-unet", "dice+ce"), ("unet", "")])
 def test_model_and_loss_flags_are_recorded_in_the_plans(
     model: str, loss: str, msd_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     argv = ["plan", str(msd_2d), "--out", str(tmp_path / "run"), "--device", "cpu", "--model", model]
     assert _medseg([*argv, "--loss", loss] if loss else argv, monkeypatch) == 0
     plans = json.loads((tmp_path / "run" / "plans.json").read_text())
-    assert plans["model"]["name"] == model and plans["train"]["loss"] == "dice_ce"
-    if model == "classic_unet":
+    assert plans["model"]["name"] == model and plans["train"]["loss"] == "dice+ce"
+    if model == "classic-unet":
         assert plans["model"]["features"][0] == 64 and plans["model"]["norm"] == "batch"
 
 
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--model", "vnet"], "error: unknown model 'vnet'; choose one of classic_unet, unet"),
+        (["--model", "vnet"], "error: unknown model 'vnet'; choose one of classic-unet, unet"),
         (
-            ["--loss", "dice_bce"],
-            "error: loss 'dice_bce' does not fit a dataset of exclusive classes; use one of dice_ce",
+            ["--loss", "dice+bce"],
+            "error: loss 'dice+bce' does not fit a dataset of exclusive classes; use one of dice+ce",
         ),
     ],
 )

@@ -87,7 +87,7 @@ def test_plans_written_by_medseg_0_1_0_still_load(tmp_path: Path) -> None:
     assert plans.data.labels.names == {int(k): v for k, v in old["data"]["label_names"].items()}
     assert plans.data.labels.values == tuple(old["data"]["label_values"])
     assert plans.data.labels.overlapping is False
-    assert plans.train.loss == "dice_ce"
+    assert plans.train.loss == "dice+ce"
     assert plans.train.learning_rate == old["train"]["learning_rate"]
     save_plans(plans, tmp_path / "plans.json")  # written back as version 2, which loads to the same plans
     assert load_plans(tmp_path / "plans.json") == plans
@@ -106,7 +106,7 @@ def test_a_v1_file_with_two_patch_sizes_says_what_to_do(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d["model"].update(name="vnet"), r"UNetConfig.name = 'vnet' is not one of unet, classic_unet"),
+        (lambda d: d["model"].update(name="vnet"), r"UNetConfig.name = 'vnet' is not one of unet, classic-unet"),
         (lambda d: d.update(patch_size=[64]), r"patch_size \(64,\) must have 2 positive sizes"),
         (lambda d: d.update(version=2.5), r"plans version 2.5 is unknown"),
     ],

@@ -27,19 +27,19 @@ def test_every_loss_builds_runs_and_has_gradients(name: str) -> None:
 
 
 def test_registry_builds_what_training_used_before() -> None:
-    """dice_ce / dice_bce are the losses fit() hard-coded before the registry, with the same options."""
-    ce = build_loss("dice_ce", LossSettings(include_background=True, batch_dice=True), overlapping=False, n_outputs=3)
+    """dice+ce / dice+bce are the losses fit() hard-coded before the registry, with the same options."""
+    ce = build_loss("dice+ce", LossSettings(include_background=True, batch_dice=True), overlapping=False, n_outputs=3)
     assert isinstance(ce, DeepSupervisionLoss) and isinstance(ce.loss, DiceCELoss)
     assert ce.loss.include_background and ce.loss.batch_dice and ce.n_outputs == 3
-    bce = build_loss("dice_bce", LossSettings(), overlapping=True, n_outputs=1)
+    bce = build_loss("dice+bce", LossSettings(), overlapping=True, n_outputs=1)
     assert isinstance(bce.loss, DiceBCELoss)
-    assert default_loss(False) == "dice_ce" and default_loss(True) == "dice_bce"
+    assert default_loss(False) == "dice+ce" and default_loss(True) == "dice+bce"
 
 
 def test_unknown_or_unfitting_loss_is_a_clear_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"unknown loss 'focal'; choose one of dice_bce, dice_ce"):
+    with pytest.raises(ConfigError, match=r"unknown loss 'focal'; choose one of dice\+bce, dice\+ce"):
         loss_entry("focal", overlapping=False)
     with pytest.raises(
-        ConfigError, match=r"'dice_ce' does not fit a dataset of overlapping structures; use one of dice_bce"
+        ConfigError, match=r"'dice\+ce' does not fit a dataset of overlapping structures; use one of dice\+bce"
     ):
-        loss_entry("dice_ce", overlapping=True)
+        loss_entry("dice+ce", overlapping=True)

@@ -187,7 +187,7 @@ def test_onnx_export_matches_eager_with_dynamic_sizes(name: str, ndim: int) -> N
 
 
 def test_unknown_model_name_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown model 'vnet'; choose one of classic_unet, unet"):
+    with pytest.raises(ConfigError, match=r"unknown model 'vnet'; choose one of classic-unet, unet"):
         model_entry("vnet")
     with pytest.raises(ConfigError, match=r"UNetConfig.name = 'vnet' is not one of"):
         dataclasses.replace(tiny_config(2), name="vnet")

@@ -35,7 +35,7 @@ def _v1_to_v2(plans: dict[str, Any]) -> dict[str, Any]:
         )
     data["labels"] = labels
     model["name"] = out.pop("model_name", "unet")
-    train.setdefault("loss", "dice_bce" if overlapping else "dice_ce")
+    train.setdefault("loss", "dice+bce" if overlapping else "dice+ce")
     out["patch_size"] = patch
     out["version"] = 2
     return out

@@ -82,7 +82,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     grad_clip: float = 12.0
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    loss: str = "dice_ce"
+    loss: str = "dice+ce"
     val_every: int = 5
     include_background: bool = False
     batch_dice: bool = False

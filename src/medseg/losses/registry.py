@@ -8,7 +8,7 @@ each :class:`~medseg.training.batches.Batch` and the loss receives them as keywo
 --loss NAME`` picks it.
 
 Example:
-    >>> loss = build_loss("dice_ce", LossSettings(), overlapping=False, n_outputs=1)
+    >>> loss = build_loss("dice+ce", LossSettings(), overlapping=False, n_outputs=1)
     >>> type(loss.loss).__name__
     'DiceCELoss'
 """
@@ -52,14 +52,14 @@ def _dice_bce(settings: LossSettings) -> nn.Module:
 
 
 LOSSES: dict[str, LossEntry] = {
-    "dice_ce": LossEntry(_dice_ce, overlapping=False, description="soft Dice + cross-entropy (softmax)"),
-    "dice_bce": LossEntry(_dice_bce, overlapping=True, description="soft Dice + binary cross-entropy (sigmoid)"),
+    "dice+ce": LossEntry(_dice_ce, overlapping=False, description="soft Dice + cross-entropy (softmax)"),
+    "dice+bce": LossEntry(_dice_bce, overlapping=True, description="soft Dice + binary cross-entropy (sigmoid)"),
 }
 
 
 def default_loss(overlapping: bool) -> str:
     """The planned loss: Dice + CE for exclusive classes, Dice + BCE for overlapping structures (nnU-Net)."""
-    return "dice_bce" if overlapping else "dice_ce"
+    return "dice+bce" if overlapping else "dice+ce"
 
 
 def loss_entry(name: str, *, overlapping: bool) -> LossEntry:

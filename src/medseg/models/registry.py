@@ -46,7 +46,7 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "unet": ModelEntry(UNetConfig, UNet, plan_unet, "nnU-Net-style U-Net: topology planned from patch and spacing"),
-    "classic_unet": ModelEntry(UNetConfig, UNet, plan_classic_unet, "the 2015 U-Net: 64 -> 1024 features"),
+    "classic-unet": ModelEntry(UNetConfig, UNet, plan_classic_unet, "the 2015 U-Net: 64 -> 1024 features"),
 }
 
 

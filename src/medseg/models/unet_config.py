@@ -101,7 +101,7 @@ class UNetConfig:
     name: str = "unet"
 
     # the registry names this config class serves (see medseg.models.registry and medseg.serial)
-    NAMES: ClassVar[tuple[str, ...]] = ("unet", "classic_unet")
+    NAMES: ClassVar[tuple[str, ...]] = ("unet", "classic-unet")
 
     def __post_init__(self) -> None:
         if self.name not in self.NAMES:
@@ -195,7 +195,7 @@ def classic_config(
         downsample="maxpool",
         upsample=upsample,
         deep_supervision=deep_supervision,
-        name="classic_unet",
+        name="classic-unet",
     )
 
 

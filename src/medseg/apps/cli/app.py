@@ -114,10 +114,10 @@ def train(
     ] = "",
     val_every: Annotated[int, typer.Option(min=0, help="Validate every N epochs (0: as planned).")] = 0,
     model: Annotated[
-        str, typer.Option(help="Network: unet (nnU-Net-style, planned) or classic_unet (the 2015 U-Net).")
+        str, typer.Option(help="Network: unet (nnU-Net-style, planned) or classic-unet (the 2015 U-Net).")
     ] = "unet",
     loss: Annotated[
-        str, typer.Option(help="dice_ce or dice_bce (default: dice_ce; dice_bce for overlapping structures).")
+        str, typer.Option(help="dice+ce or dice+bce (default: dice+ce; dice+bce for overlapping structures).")
     ] = "",
 ) -> None:
     """Plan, preprocess and train a U-Net; then predict, evaluate and report the held-out fold."""
@@ -154,10 +154,10 @@ def plan(
     device: Annotated[str, typer.Option(help="Plan for this device: auto, cpu or cuda.")] = "auto",
     epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the device's default).")] = 0,
     model: Annotated[
-        str, typer.Option(help="Network: unet (nnU-Net-style, planned) or classic_unet (the 2015 U-Net).")
+        str, typer.Option(help="Network: unet (nnU-Net-style, planned) or classic-unet (the 2015 U-Net).")
     ] = "unet",
     loss: Annotated[
-        str, typer.Option(help="dice_ce or dice_bce (default: dice_ce; dice_bce for overlapping structures).")
+        str, typer.Option(help="dice+ce or dice+bce (default: dice+ce; dice+bce for overlapping structures).")
     ] = "",
 ) -> None:
     """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`)."""
