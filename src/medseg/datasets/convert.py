@@ -1,5 +1,6 @@
 """``medseg convert``: any readable dataset (images/ + masks/ folders, DICOM series folders, MSD) into the
-nnU-Net v2 raw layout, so that every dataset becomes a standard one in one command.
+nnU-Net v2 raw layout (or, with ``layout="msd"``, the MSD layout), so that every dataset becomes a standard
+one in one command.
 
 Label values are remapped to consecutive indices (nnU-Net requires 0..K-1: a 0/255 PNG mask becomes 0/1);
 multi-channel images (RGB, 4D NIfTI) become one file per channel; geometry is kept. With
