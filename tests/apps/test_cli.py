@@ -6,8 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from medseg.apps.cli.app import main
+from medseg.inference.predictor import Predictor
+from medseg.io.images import read_image, read_label
+from medseg.models.attention_unet import AttentionUNet
+from medseg.models.residual_unet import ResidualUNet
 
 
 def _medseg(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
@@ -17,7 +22,10 @@ def _medseg(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
     return int(exit_info.value.code or 0)
 
 
-@pytest.mark.parametrize(("model", "loss"), [("classic-unet", "dice+ce"), ("unet", "")])
+@pytest.mark.parametrize(
+    ("model", "loss"),
+    [("classic-unet", "dice+ce"), ("unet", ""), ("residual-unet", ""), ("attention-unet", "dice+ce")],
+)
 def test_model_and_loss_flags_are_recorded_in_the_plans(
     model: str, loss: str, msd_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -27,12 +35,17 @@ def test_model_and_loss_flags_are_recorded_in_the_plans(
     assert plans["model"]["name"] == model and plans["train"]["loss"] == "dice+ce"
     if model == "classic-unet":
         assert plans["model"]["features"][0] == 64 and plans["model"]["norm"] == "batch"
+    if model == "residual-unet":
+        assert plans["model"]["blocks_per_level"][:2] == [1, 2]  # planned for the CPU
 
 
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--model", "vnet"], "error: unknown model 'vnet'; choose one of classic-unet, unet"),
+        (
+            ["--model", "vnet"],
+            "error: unknown model 'vnet'; choose one of attention-unet, classic-unet, residual-unet, unet",
+        ),
         (
             ["--loss", "dice+bce"],
             "error: loss 'dice+bce' does not fit a dataset of exclusive classes; use one of dice+ce",
@@ -46,3 +59,23 @@ def test_unknown_model_or_unfitting_loss_is_one_line_and_writes_nothing(
     assert _medseg(["train", str(msd_2d), "--out", str(run), "--device", "cpu", *flags], monkeypatch) == 2
     err = capsys.readouterr().err.strip()
     assert err == message and not run.exists()
+
+
+@pytest.mark.parametrize(("model", "network"), [("residual-unet", ResidualUNet), ("attention-unet", AttentionUNet)])
+def test_train_and_predict_with_each_new_model(
+    model: str, network: type[torch.nn.Module], msd_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiny run through the CLI: plans.json records the model, prediction rebuilds the same class."""
+    run, pred = tmp_path / "run", tmp_path / "pred"
+    train = ["train", str(msd_2d), "--out", str(run), "--model", model, "--epochs", "1", "--iterations", "2"]
+    assert _medseg([*train, "--deterministic", "--device", "cpu", "--folds", "3"], monkeypatch) == 0
+    assert json.loads((run / "plans.json").read_text())["model"]["name"] == model
+    predictor = Predictor.from_run(run)
+    assert type(predictor.model) is network and predictor.plans.model.name == model
+
+    image = msd_2d / "imagesTs" / "case_006.nii.gz"
+    assert _medseg(["predict", str(run), str(image), str(pred), "--device", "cpu"], monkeypatch) == 0
+    labels, geometry = read_label(pred / "case_006.nii.gz")
+    scan, scan_geometry = read_image(image)
+    assert labels.shape == scan.shape[1:] and geometry.matches(scan_geometry)
+    assert set(labels.ravel().tolist()) <= {0, 1, 2, 3}

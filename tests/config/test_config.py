@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,6 +9,8 @@ import pytest
 from medseg.config.plans import ChannelNorm, DataConfig, InferConfig, Plans, TrainConfig, load_plans, save_plans
 from medseg.errors import ConfigError
 from medseg.labels import LabelSpec
+from medseg.models.configs import ModelInputs
+from medseg.models.registry import MODELS
 from medseg.models.unet_config import nnunet_config
 
 
@@ -30,6 +33,17 @@ def test_round_trip(tmp_path: Path) -> None:
     assert loaded == plans
     assert isinstance(loaded.patch_size, tuple)
     assert loaded.data.labels.names == {0: "background", 1: "lung"}  # int keys restored from JSON strings
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_plans_with_each_model_config_round_trip(name: str, tmp_path: Path) -> None:
+    """plans.json records the model's name and reading it picks the config class that serves it."""
+    model = MODELS[name].plan(ModelInputs(2, 1, 2, (64, 64), (0.8, 0.8)))
+    plans = dataclasses.replace(_plans(), model=model)
+    save_plans(plans, tmp_path / "plans.json")
+    assert json.loads((tmp_path / "plans.json").read_text())["model"]["name"] == name
+    loaded = load_plans(tmp_path / "plans.json")
+    assert loaded == plans and type(loaded.model) is MODELS[name].config
 
 
 @pytest.mark.parametrize(
@@ -106,7 +120,10 @@ def test_a_v1_file_with_two_patch_sizes_says_what_to_do(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d["model"].update(name="vnet"), r"UNetConfig.name = 'vnet' is not one of unet, classic-unet"),
+        (
+            lambda d: d["model"].update(name="vnet"),
+            r"plans.model.name: 'vnet' is not one of \['attention-unet', 'classic-unet', 'residual-unet', 'unet'\]",
+        ),
         (lambda d: d.update(patch_size=[64]), r"patch_size \(64,\) must have 2 positive sizes"),
         (lambda d: d.update(version=2.5), r"plans version 2.5 is unknown"),
     ],

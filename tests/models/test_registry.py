@@ -14,6 +14,7 @@ import torch
 from medseg.errors import ConfigError
 from medseg.models.configs import ModelConfig, ModelInputs
 from medseg.models.registry import MODELS, build_model, model_entry
+from medseg.models.residual_unet_config import ResidualUNetConfig
 from medseg.models.unet_config import UNetConfig
 
 # Tracing and the TorchScript ONNX exporter warn about torch's own internals (instance norm's shape
@@ -54,9 +55,25 @@ def tiny_config(ndim: int, **overrides: object) -> UNetConfig:
     return UNetConfig(**{**fields, **overrides})  # type: ignore[arg-type]
 
 
-def make(name: str, config: UNetConfig, seed: int = 0) -> torch.nn.Module:
-    """Registered model ``name`` built from ``config`` (its class's tiny config, named ``name``)."""
-    return build_model(dataclasses.replace(config, name=name), generator=torch.Generator().manual_seed(seed))
+def tiny_residual_config(ndim: int, **overrides: object) -> ResidualUNetConfig:
+    """:func:`tiny_config`'s topology with 1, 2, 1, 1 residual blocks: identity skips (level 0, the second
+    block of level 1) and projections (channels and stride at levels 1-2, stride only at level 3)."""
+    name = overrides.pop("name", "residual-unet")
+    unet = dataclasses.asdict(tiny_config(ndim, **overrides))
+    return ResidualUNetConfig(**{**unet, "name": name, "blocks_per_level": (1, 2, 1, 1)})  # type: ignore[arg-type]
+
+
+# Every config class of the registry -> its tiny config for the contract below; a new class adds one line.
+TINY: dict[type, typing.Callable[..., typing.Any]] = {
+    UNetConfig: tiny_config,
+    ResidualUNetConfig: tiny_residual_config,
+}
+
+
+def make(name: str, ndim: int, seed: int = 0, **overrides: object) -> torch.nn.Module:
+    """Registered model ``name`` built from its config class's tiny config (named ``name``, ``overrides``)."""
+    config = TINY[MODELS[name].config](ndim, name=name, **overrides)
+    return build_model(config, generator=torch.Generator().manual_seed(seed))
 
 
 def odd_input(ndim: int, batch: int = 2) -> torch.Tensor:
@@ -67,7 +84,7 @@ def odd_input(ndim: int, batch: int = 2) -> torch.Tensor:
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_eval_forward_keeps_odd_spatial_shape(name: str, ndim: int, variant: str) -> None:
-    net = make(name, tiny_config(ndim, **VARIANTS[variant])).eval()
+    net = make(name, ndim, **VARIANTS[variant]).eval()
     with torch.no_grad():
         out = net(odd_input(ndim))
     assert isinstance(out, torch.Tensor)
@@ -79,7 +96,7 @@ def test_eval_forward_keeps_odd_spatial_shape(name: str, ndim: int, variant: str
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_backward_gives_finite_gradients_to_every_parameter(name: str, ndim: int, variant: str) -> None:
-    net = make(name, tiny_config(ndim, **VARIANTS[variant])).train()
+    net = make(name, ndim, **VARIANTS[variant]).train()
     outputs = net(odd_input(ndim))
     sum(out.square().mean() for out in outputs).backward()
     for param_name, param in net.named_parameters():
@@ -97,7 +114,7 @@ def test_backward_gives_finite_gradients_to_every_parameter(name: str, ndim: int
 )
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_deep_supervision_outputs_in_training_mode(name: str, ndim: int, expected: list[tuple[int, ...]]) -> None:
-    net = make(name, tiny_config(ndim)).train()
+    net = make(name, ndim).train()
     outputs = net(odd_input(ndim))
     assert isinstance(outputs, list)
     assert [tuple(out.shape) for out in outputs] == [(2, 3, *size) for size in expected]
@@ -109,7 +126,7 @@ def test_deep_supervision_outputs_in_training_mode(name: str, ndim: int, expecte
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_without_deep_supervision_training_returns_one_tensor(name: str, ndim: int) -> None:
-    net = make(name, tiny_config(ndim, deep_supervision=False)).train()
+    net = make(name, ndim, deep_supervision=False).train()
     out = net(odd_input(ndim))
     assert isinstance(out, torch.Tensor)
     assert out.shape == (2, 3, *ODD_SIZES[ndim])
@@ -118,8 +135,7 @@ def test_without_deep_supervision_training_returns_one_tensor(name: str, ndim: i
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_same_generator_seed_gives_same_weights(name: str, ndim: int) -> None:
-    config = tiny_config(ndim)
-    first, again, other = make(name, config, 3), make(name, config, 3), make(name, config, 4)
+    first, again, other = make(name, ndim, seed=3), make(name, ndim, seed=3), make(name, ndim, seed=4)
     weights = [list(net.state_dict().values()) for net in (first, again, other)]
     assert all(torch.equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
     assert not all(torch.equal(a, c) for a, c in zip(weights[0], weights[2], strict=True))
@@ -130,7 +146,7 @@ def test_same_generator_seed_gives_same_weights(name: str, ndim: int) -> None:
 @IGNORE_TORCH_TRACER
 @IGNORE_JIT_DEPRECATION
 def test_torchscript_trace_matches_eager_on_other_sizes_too(name: str, ndim: int, variant: str) -> None:
-    net = make(name, tiny_config(ndim, **VARIANTS[variant])).eval()
+    net = make(name, ndim, **VARIANTS[variant]).eval()
     x = odd_input(ndim, batch=1)
     other = torch.randn(1, 2, *(s + 3 for s in ODD_SIZES[ndim]), generator=torch.Generator().manual_seed(2))
     # check_trace and the optimising executor only cost time here; the parity check below is the test.
@@ -144,7 +160,7 @@ def test_torchscript_trace_matches_eager_on_other_sizes_too(name: str, ndim: int
 @pytest.mark.parametrize("name", sorted(MODELS))
 @IGNORE_JIT_DEPRECATION
 def test_torchscript_script_matches_eager_in_both_modes(name: str, ndim: int) -> None:
-    net = make(name, tiny_config(ndim)).eval()
+    net = make(name, ndim).eval()
     scripted = torch.jit.script(net)
     x = odd_input(ndim)
     with torch.no_grad():
@@ -164,7 +180,7 @@ def test_torchscript_script_matches_eager_in_both_modes(name: str, ndim: int) ->
 def test_onnx_export_matches_eager_with_dynamic_sizes(name: str, ndim: int) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    net = make(name, tiny_config(ndim, upsample="interpolate")).eval()
+    net = make(name, ndim, upsample="interpolate").eval()
     x = odd_input(ndim, batch=1)
     axes = {0: "batch", **{2 + a: f"size{a}" for a in range(ndim)}}
     buffer = io.BytesIO()
@@ -187,7 +203,8 @@ def test_onnx_export_matches_eager_with_dynamic_sizes(name: str, ndim: int) -> N
 
 
 def test_unknown_model_name_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown model 'vnet'; choose one of classic-unet, unet"):
+    known = "attention-unet, classic-unet, residual-unet, unet"
+    with pytest.raises(ConfigError, match=rf"unknown model 'vnet'; choose one of {known}$"):
         model_entry("vnet")
     with pytest.raises(ConfigError, match=r"UNetConfig.name = 'vnet' is not one of"):
         dataclasses.replace(tiny_config(2), name="vnet")
@@ -201,6 +218,7 @@ def test_registry_and_the_plans_union_agree() -> None:
     assert {name for cls in union for name in cls.NAMES} == set(MODELS)
     for name, entry in MODELS.items():
         assert name in entry.config.NAMES
+    assert set(TINY) == set(union)  # the shared contract builds every config class
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -229,6 +247,8 @@ def test_package_exposes_the_networks_lazily() -> None:
     import medseg.models
 
     assert medseg.models.UNet is MODELS["unet"].build
+    assert medseg.models.ResidualUNet is MODELS["residual-unet"].build
+    assert medseg.models.AttentionUNet is MODELS["attention-unet"].build
     assert medseg.models.build_model is build_model
     with pytest.raises(AttributeError):
         _ = medseg.models.NotAModel

@@ -9,19 +9,35 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from medseg.models.residual_unet_config import ResidualUNetConfig
 from medseg.models.unet_config import MODEL_PRESETS, UNetConfig, classic_config, nnunet_config
 
 if TYPE_CHECKING:
+    from medseg.models.attention_unet import AttentionUNet
     from medseg.models.registry import MODELS, build_model
+    from medseg.models.residual_unet import ResidualUNet
     from medseg.models.unet import UNet
 
-__all__ = ["MODELS", "MODEL_PRESETS", "UNet", "UNetConfig", "build_model", "classic_config", "nnunet_config"]
+__all__ = [
+    "MODELS",
+    "MODEL_PRESETS",
+    "AttentionUNet",
+    "ResidualUNet",
+    "ResidualUNetConfig",
+    "UNet",
+    "UNetConfig",
+    "build_model",
+    "classic_config",
+    "nnunet_config",
+]
 
 # Names that need torch, and the module that defines each.
 _LAZY = {
     "MODELS": "medseg.models.registry",
     "build_model": "medseg.models.registry",
     "UNet": "medseg.models.unet",
+    "ResidualUNet": "medseg.models.residual_unet",
+    "AttentionUNet": "medseg.models.attention_unet",
 }
 
 

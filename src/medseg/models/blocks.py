@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medseg.models.unet_config import UNetConfig
+from medseg.models.unet_config import UNetTopology
 
 __all__ = [
     "ConvNormAct",
@@ -30,6 +30,8 @@ __all__ = [
     "crop_spatial",
     "downsample_level",
     "init_weights",
+    "interpolate_layer",
+    "max_pool_layer",
     "negative_slope",
     "norm_layer",
     "pad_to_multiple",
@@ -69,6 +71,16 @@ def activation_layer(name: str) -> nn.Module:
     return nn.ReLU(inplace=True)
 
 
+def max_pool_layer(ndim: int, stride: Sequence[int]) -> nn.Module:
+    """Max-pooling with kernel = stride: ``(B, C, *s) -> (B, C, *s / stride)``."""
+    return _MAX_POOL[ndim](kernel_size=tuple(stride), stride=tuple(stride))
+
+
+def interpolate_layer(ndim: int, scale: Sequence[int]) -> nn.Module:
+    """(Bi/tri)linear up-sampling by ``scale`` per axis: ``(B, C, *s) -> (B, C, *s * scale)``."""
+    return nn.Upsample(scale_factor=tuple(float(s) for s in scale), mode=_INTERPOLATION[ndim], align_corners=False)
+
+
 class ConvNormAct(nn.Sequential):
     """Convolution ('same' padding, no bias) -> norm -> activation.
 
@@ -92,7 +104,7 @@ class ConvNormAct(nn.Sequential):
         super().__init__(conv, norm_layer(norm, ndim, out_channels), activation_layer(activation))
 
 
-def conv_stack(config: UNetConfig, level: int, in_channels: int, first_stride: Sequence[int]) -> nn.Sequential:
+def conv_stack(config: UNetTopology, level: int, in_channels: int, first_stride: Sequence[int]) -> nn.Sequential:
     """``config.convs_per_level`` ConvNormAct at ``level``'s width and kernel, the first one strided."""
     out_channels, kernel = config.features[level], config.kernel_sizes[level]
     ones = (1,) * config.ndim
@@ -112,7 +124,7 @@ def conv_stack(config: UNetConfig, level: int, in_channels: int, first_stride: S
     )
 
 
-def downsample_level(config: UNetConfig, level: int) -> nn.Sequential:
+def downsample_level(config: UNetTopology, level: int) -> nn.Sequential:
     """Encoder level ``level``: ``(B, features[level-1], *s) -> (B, features[level], *s / strides[level])``.
 
     With ``downsample='conv'`` the first convolution is strided; with ``'maxpool'`` a max-pool (kernel =
@@ -122,11 +134,11 @@ def downsample_level(config: UNetConfig, level: int) -> nn.Sequential:
     in_channels = config.in_channels if level == 0 else config.features[level - 1]
     if config.downsample == "conv" or level == 0:
         return conv_stack(config, level, in_channels, stride)
-    pool = _MAX_POOL[config.ndim](kernel_size=stride, stride=stride)
+    pool = max_pool_layer(config.ndim, stride)
     return nn.Sequential(pool, *conv_stack(config, level, in_channels, (1,) * config.ndim))
 
 
-def upsample_layer(config: UNetConfig, in_channels: int, out_channels: int, stride: Sequence[int]) -> nn.Module:
+def upsample_layer(config: UNetTopology, in_channels: int, out_channels: int, stride: Sequence[int]) -> nn.Module:
     """``(B, in_channels, *s) -> (B, out_channels, *s * stride)``, transposed conv or interpolation.
 
     Interpolation is (bi/tri)linear and followed by a 1x1 convolution that sets the channels.
@@ -135,12 +147,7 @@ def upsample_layer(config: UNetConfig, in_channels: int, out_channels: int, stri
     if config.upsample == "transpose":
         return _CONV_TRANSPOSE[config.ndim](in_channels, out_channels, stride, stride, bias=False)
     return nn.Sequential(
-        nn.Upsample(
-            scale_factor=tuple(float(s) for s in stride),
-            mode=_INTERPOLATION[config.ndim],
-            align_corners=False,
-        ),
-        conv_class(config.ndim)(in_channels, out_channels, 1, bias=False),
+        interpolate_layer(config.ndim, stride), conv_class(config.ndim)(in_channels, out_channels, 1, bias=False)
     )
 
 
@@ -151,7 +158,7 @@ class DecoderStage(nn.Module):
     ``(B, features[level], *s * strides[level + 1])``; returns ``(B, features[level], *skip.shape[2:])``.
     """
 
-    def __init__(self, config: UNetConfig, level: int) -> None:
+    def __init__(self, config: UNetTopology, level: int) -> None:
         super().__init__()
         width = config.features[level]
         self.up = upsample_layer(config, config.features[level + 1], width, config.strides[level + 1])

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from medseg.models.residual_unet_config import ResidualUNetConfig
 from medseg.models.unet_config import UNetConfig
 
 __all__ = ["ModelConfig", "ModelInputs"]
 
-# A union of every config class; a one-member union is the class itself until a second network arrives.
-ModelConfig = Union[UNetConfig]  # noqa: UP007 (a runtime alias that serial.from_dict reads)
+# A union of every config class (UNetConfig serves unet, classic-unet and attention-unet).
+ModelConfig = Union[UNetConfig, ResidualUNetConfig]  # noqa: UP007 (a runtime alias that serial.from_dict reads)
 
 
 @dataclass(frozen=True)

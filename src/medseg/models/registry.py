@@ -22,9 +22,12 @@ import torch
 from torch import nn
 
 from medseg.errors import ConfigError
+from medseg.models.attention_unet import AttentionUNet
 from medseg.models.configs import ModelConfig, ModelInputs
+from medseg.models.residual_unet import ResidualUNet
+from medseg.models.residual_unet_config import ResidualUNetConfig, plan_residual_unet
 from medseg.models.unet import UNet
-from medseg.models.unet_config import UNetConfig, plan_classic_unet, plan_unet
+from medseg.models.unet_config import UNetConfig, plan_attention_unet, plan_classic_unet, plan_unet
 
 __all__ = ["MODELS", "ModelEntry", "ModelFactory", "build_model", "model_entry"]
 
@@ -47,6 +50,12 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "unet": ModelEntry(UNetConfig, UNet, plan_unet, "nnU-Net-style U-Net: topology planned from patch and spacing"),
     "classic-unet": ModelEntry(UNetConfig, UNet, plan_classic_unet, "the 2015 U-Net: 64 -> 1024 features"),
+    "residual-unet": ModelEntry(
+        ResidualUNetConfig, ResidualUNet, plan_residual_unet, "nnU-Net's residual-encoder U-Net, planned as unet"
+    ),
+    "attention-unet": ModelEntry(
+        UNetConfig, AttentionUNet, plan_attention_unet, "Oktay et al.'s attention-gated U-Net, planned as unet"
+    ),
 }
 
 

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -29,15 +30,15 @@ from medseg.models.blocks import (
     negative_slope,
     pad_to_multiple,
 )
-from medseg.models.unet_config import UNetConfig
+from medseg.models.unet_config import UNetConfig, UNetTopology
 
-__all__ = ["Decoder", "Encoder", "UNet"]
+__all__ = ["Decoder", "Encoder", "OutputHeads", "UNet"]
 
 
 class Encoder(nn.Module):
     """``(B, in_channels, *spatial)`` -> per level ``l``: ``(B, features[l], *spatial / scale[l])``."""
 
-    def __init__(self, config: UNetConfig) -> None:
+    def __init__(self, config: UNetTopology) -> None:
         super().__init__()
         self.levels = nn.ModuleList(downsample_level(config, level) for level in range(len(config.features)))
 
@@ -53,12 +54,14 @@ class Decoder(nn.Module):
     """Encoder features (full resolution first, bottleneck last) -> decoder outputs, full resolution first.
 
     Returns one map per level except the bottleneck: ``(B, features[l], *spatial / scale[l])``, l = 0 .. L-2.
+    ``stage(config, level)`` builds the stage that brings level ``level + 1`` up to ``level``; its
+    ``forward(x, skip)`` gets the coarser decoder map and the encoder's skip (the attention U-Net gates it).
     """
 
-    def __init__(self, config: UNetConfig) -> None:
+    def __init__(self, config: UNetTopology, stage: Callable[[UNetTopology, int], nn.Module] = DecoderStage) -> None:
         super().__init__()
         deepest_first = range(len(config.features) - 2, -1, -1)
-        self.stages = nn.ModuleList(DecoderStage(config, level) for level in deepest_first)
+        self.stages = nn.ModuleList(stage(config, level) for level in deepest_first)
 
     def forward(self, features: list[Tensor]) -> list[Tensor]:
         x = features[-1]
@@ -66,6 +69,37 @@ class Decoder(nn.Module):
         for i, stage in enumerate(self.stages):
             x = stage(x, features[-2 - i])
             outputs.insert(0, x)
+        return outputs
+
+
+class OutputHeads(nn.ModuleList):
+    """The 1x1 convolutions that turn decoder maps into logits, and the deep-supervision rule.
+
+    ``forward(decoded, spatial)``: ``decoded`` are the decoder maps, full resolution first
+    (``(B, features[l], *padded / scale[l])``), ``spatial`` the input's size before padding. Eval mode (or no
+    deep supervision) returns ``(B, out_channels, *spatial)``; training mode with deep supervision returns
+    ``config.n_outputs`` maps, map ``l`` cropped to ``ceil(spatial / scale[l])``. A ``ModuleList`` (state
+    keys ``heads.0.weight``, ...), so checkpoints of earlier releases still load.
+    """
+
+    def __init__(self, config: UNetTopology) -> None:
+        super().__init__(
+            conv_class(config.ndim)(config.features[level], config.out_channels, 1) for level in range(config.n_outputs)
+        )
+        self.deep_supervision = config.deep_supervision
+        self.scales = [  # per head: its downsampling factor per axis
+            [math.prod(row[axis] for row in config.strides[: level + 1]) for axis in range(config.ndim)]
+            for level in range(config.n_outputs)
+        ]
+
+    def forward(self, decoded: list[Tensor], spatial: list[int]) -> Tensor | list[Tensor]:
+        if not (self.training and self.deep_supervision):
+            return crop_spatial(self[0](decoded[0]), spatial)
+        outputs: list[Tensor] = []
+        for level, head in enumerate(self):
+            scale = self.scales[level]
+            size = [-(-spatial[axis] // scale[axis]) for axis in range(len(scale))]
+            outputs.append(crop_spatial(head(decoded[level]), size))
         return outputs
 
 
@@ -92,28 +126,12 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.config = config
-        n_heads = config.n_outputs
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.heads = nn.ModuleList(
-            conv_class(config.ndim)(config.features[level], config.out_channels, 1) for level in range(n_heads)
-        )
-        self.deep_supervision = config.deep_supervision
+        self.heads = OutputHeads(config)
         self.divisor = list(config.divisor)  # inputs are padded to a multiple of this per axis
-        self.scales = [  # per head: its downsampling factor per axis
-            [math.prod(row[axis] for row in config.strides[: level + 1]) for axis in range(config.ndim)]
-            for level in range(n_heads)
-        ]
         init_weights(self, negative_slope(config.activation), generator)
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         spatial = list(x.shape[2:])
-        decoded = self.decoder(self.encoder(pad_to_multiple(x, self.divisor)))
-        if not (self.training and self.deep_supervision):
-            return crop_spatial(self.heads[0](decoded[0]), spatial)
-        outputs: list[Tensor] = []
-        for level, head in enumerate(self.heads):
-            scale = self.scales[level]
-            size = [-(-spatial[axis] // scale[axis]) for axis in range(len(scale))]
-            outputs.append(crop_spatial(head(decoded[level]), size))
-        return outputs
+        return self.heads(self.decoder(self.encoder(pad_to_multiple(x, self.divisor))), spatial)

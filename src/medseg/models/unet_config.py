@@ -1,7 +1,10 @@
 """The U-Net's topology as data: :class:`UNetConfig` and the two presets that fill it.
 
 This module is pure Python (no torch), so planning code and ``plans.json`` readers can use it without the
-deep-learning stack. The network itself is :class:`medseg.models.unet.UNet`.
+deep-learning stack. The networks are :class:`medseg.models.unet.UNet` (names ``unet`` and ``classic-unet``)
+and :class:`medseg.models.attention_unet.AttentionUNet` (``attention-unet``: the same topology, gated skips);
+the checks shared with the other configs of the family (:mod:`medseg.models.residual_unet_config`) are
+:func:`check_unet_fields`, :func:`count_outputs` and :func:`total_stride`.
 
 A config lists, per resolution level (level 0 is full resolution, the last level is the bottleneck), the
 number of feature maps, the convolution kernel size per axis and the stride per axis that brings the
@@ -20,9 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from medseg.errors import ConfigError
 
@@ -36,10 +40,18 @@ __all__ = [
     "NORMS",
     "UPSAMPLES",
     "UNetConfig",
+    "UNetTopology",
+    "check_unet_fields",
     "classic_config",
+    "config_from_dict",
+    "config_to_dict",
+    "count_outputs",
     "nnunet_config",
+    "per_level_ints",
+    "plan_attention_unet",
     "plan_classic_unet",
     "plan_unet",
+    "total_stride",
 ]
 
 NORMS: tuple[str, ...] = ("instance", "batch")
@@ -49,31 +61,132 @@ UPSAMPLES: tuple[str, ...] = ("transpose", "interpolate")
 MODEL_PRESETS: tuple[str, ...] = ("classic", "nnunet")
 
 
-def _positive_int(name: str, value: Any) -> int:
+def _positive_int(where: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"UNetConfig.{name} = {value!r} must be a positive integer")
+        raise ConfigError(f"{where} = {value!r} must be a positive integer")
     return value
 
 
-def _per_level(name: str, value: Any, ndim: int, levels: int) -> tuple[tuple[int, ...], ...]:
+def _per_level(where: str, value: Any, ndim: int, levels: int) -> tuple[tuple[int, ...], ...]:
     """Check a per-level, per-axis table and return it as nested tuples."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != levels:
-        raise ConfigError(
-            f"UNetConfig.{name} = {value!r} must have one entry per level ({levels}, as many as features)"
-        )
+        raise ConfigError(f"{where} = {value!r} must have one entry per level ({levels}, as many as features)")
     rows = []
     for level, row in enumerate(value):
         if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or len(row) != ndim:
-            raise ConfigError(
-                f"UNetConfig.{name}[{level}] = {row!r} must have one entry per spatial axis ({ndim}, ndim)"
-            )
-        rows.append(tuple(_positive_int(f"{name}[{level}]", v) for v in row))
+            raise ConfigError(f"{where}[{level}] = {row!r} must have one entry per spatial axis ({ndim}, ndim)")
+        rows.append(tuple(_positive_int(f"{where}[{level}]", v) for v in row))
     return tuple(rows)
 
 
-def _known(name: str, value: Any, choices: tuple[str, ...]) -> None:
+def _known(where: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"UNetConfig.{name} = {value!r} is unknown; choose one of {', '.join(choices)}")
+        raise ConfigError(f"{where} = {value!r} is unknown; choose one of {', '.join(choices)}")
+
+
+def per_level_ints(config: Any, field: str) -> tuple[int, ...]:
+    """Check that ``config.<field>`` has one positive integer per level (as many as ``features``)."""
+    where, value, levels = f"{type(config).__name__}.{field}", getattr(config, field), len(config.features)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != levels:
+        raise ConfigError(f"{where} = {value!r} must have one entry per level ({levels}, as many as features)")
+    return tuple(_positive_int(f"{where}[{i}]", v) for i, v in enumerate(value))
+
+
+def check_unet_fields(config: Any) -> None:
+    """Check the fields every config of the U-Net family shares and store its sequences as tuples.
+
+    Called from ``__post_init__`` of a frozen config; error messages name ``type(config).__name__``.
+    """
+    cls = type(config).__name__
+    if config.name not in config.NAMES:
+        raise ConfigError(f"{cls}.name = {config.name!r} is not one of {', '.join(config.NAMES)}")
+    if config.ndim not in (2, 3) or isinstance(config.ndim, bool):
+        raise ConfigError(f"{cls}.ndim = {config.ndim!r} must be 2 or 3 (spatial dimensions)")
+    for name in ("in_channels", "out_channels", "convs_per_level"):
+        _positive_int(f"{cls}.{name}", getattr(config, name))
+    features = config.features
+    if isinstance(features, (str, bytes)) or not isinstance(features, Sequence) or len(features) < 2:
+        raise ConfigError(f"{cls}.features = {features!r} must list at least 2 levels, e.g. (32, 64)")
+    features = tuple(_positive_int(f"{cls}.features[{i}]", f) for i, f in enumerate(features))
+    kernels = _per_level(f"{cls}.kernel_sizes", config.kernel_sizes, config.ndim, len(features))
+    strides = _per_level(f"{cls}.strides", config.strides, config.ndim, len(features))
+    if any(k % 2 == 0 for row in kernels for k in row):
+        raise ConfigError(f"{cls}.kernel_sizes = {kernels} must be odd (1, 3, 5, ...) to keep sizes")
+    if any(s != 1 for s in strides[0]):
+        raise ConfigError(f"{cls}.strides[0] = {strides[0]} must be all ones (level 0 is full size)")
+    _known(f"{cls}.norm", config.norm, NORMS)
+    _known(f"{cls}.activation", config.activation, ACTIVATIONS)
+    _known(f"{cls}.downsample", config.downsample, DOWNSAMPLES)
+    _known(f"{cls}.upsample", config.upsample, UPSAMPLES)
+    if not isinstance(config.deep_supervision, bool):
+        raise ConfigError(f"{cls}.deep_supervision = {config.deep_supervision!r} must be true or false")
+    object.__setattr__(config, "features", features)
+    object.__setattr__(config, "kernel_sizes", kernels)
+    object.__setattr__(config, "strides", strides)
+
+
+def count_outputs(levels: int, deep_supervision: bool) -> int:
+    """Outputs in training of a ``levels``-level U-Net: full resolution plus each deep-supervision level
+    above the two coarsest (nnU-Net's choice), or 1 without deep supervision."""
+    return max(levels - 2, 1) if deep_supervision else 1
+
+
+def total_stride(strides: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    """Product of the strides per axis: spatial sizes that are multiples of it need no padding."""
+    return tuple(math.prod(row[axis] for row in strides) for axis in range(len(strides[0])))
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready dict of a config dataclass (tuples become lists)."""
+    return {field.name: _to_lists(getattr(config, field.name)) for field in dataclasses.fields(config)}
+
+
+def config_from_dict(cls: type[Any], d: dict[str, Any]) -> Any:
+    """Inverse of :func:`config_to_dict`; unknown or missing keys raise :class:`ConfigError`."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"model config must be a JSON object (dict), got {type(d).__name__}")
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown model config key(s) {unknown}; known keys are {sorted(fields)}")
+    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
+    missing = [n for n in required if n not in d]
+    if missing:
+        raise ConfigError(f"model config lacks key(s) {missing}; add them (see {cls.__name__})")
+    return cls(**d)
+
+
+class UNetTopology(Protocol):
+    """What the shared blocks (:mod:`medseg.models.blocks`) read from a config of the U-Net family."""
+
+    @property
+    def ndim(self) -> int: ...
+    @property
+    def in_channels(self) -> int: ...
+    @property
+    def out_channels(self) -> int: ...
+    @property
+    def features(self) -> tuple[int, ...]: ...
+    @property
+    def kernel_sizes(self) -> tuple[tuple[int, ...], ...]: ...
+    @property
+    def strides(self) -> tuple[tuple[int, ...], ...]: ...
+    @property
+    def norm(self) -> str: ...
+    @property
+    def activation(self) -> str: ...
+    @property
+    def downsample(self) -> str: ...
+    @property
+    def upsample(self) -> str: ...
+    @property
+    def convs_per_level(self) -> int: ...
+    @property
+    def deep_supervision(self) -> bool: ...
+    @property
+    def n_outputs(self) -> int: ...
+    @property
+    def divisor(self) -> tuple[int, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +197,8 @@ class UNetConfig:
     ``downsample='conv'`` makes the first convolution of each level strided; ``'maxpool'`` max-pools with
     kernel = stride before the level's convolutions. ``upsample='transpose'`` uses a transposed convolution
     with kernel = stride; ``'interpolate'`` uses (bi/tri)linear interpolation followed by a 1x1 convolution.
+    It serves the plain U-Net (``unet``, ``classic-unet``) and the attention U-Net (``attention-unet``), whose
+    gates add no setting of their own (intermediate channels = half the skip's, as Oktay et al.).
     """
 
     ndim: int
@@ -101,64 +216,30 @@ class UNetConfig:
     name: str = "unet"
 
     # the registry names this config class serves (see medseg.models.registry and medseg.serial)
-    NAMES: ClassVar[tuple[str, ...]] = ("unet", "classic-unet")
+    NAMES: ClassVar[tuple[str, ...]] = ("unet", "classic-unet", "attention-unet")
 
     def __post_init__(self) -> None:
-        if self.name not in self.NAMES:
-            raise ConfigError(f"UNetConfig.name = {self.name!r} is not one of {', '.join(self.NAMES)}")
-        if self.ndim not in (2, 3) or isinstance(self.ndim, bool):
-            raise ConfigError(f"UNetConfig.ndim = {self.ndim!r} must be 2 or 3 (spatial dimensions)")
-        for name in ("in_channels", "out_channels", "convs_per_level"):
-            _positive_int(name, getattr(self, name))
-        features = self.features
-        if isinstance(features, (str, bytes)) or not isinstance(features, Sequence) or len(features) < 2:
-            raise ConfigError(f"UNetConfig.features = {features!r} must list at least 2 levels, e.g. (32, 64)")
-        features = tuple(_positive_int(f"features[{i}]", f) for i, f in enumerate(features))
-        kernels = _per_level("kernel_sizes", self.kernel_sizes, self.ndim, len(features))
-        strides = _per_level("strides", self.strides, self.ndim, len(features))
-        if any(k % 2 == 0 for row in kernels for k in row):
-            raise ConfigError(f"UNetConfig.kernel_sizes = {kernels} must be odd (1, 3, 5, ...) to keep sizes")
-        if any(s != 1 for s in strides[0]):
-            raise ConfigError(f"UNetConfig.strides[0] = {strides[0]} must be all ones (level 0 is full size)")
-        _known("norm", self.norm, NORMS)
-        _known("activation", self.activation, ACTIVATIONS)
-        _known("downsample", self.downsample, DOWNSAMPLES)
-        _known("upsample", self.upsample, UPSAMPLES)
-        if not isinstance(self.deep_supervision, bool):
-            raise ConfigError(f"UNetConfig.deep_supervision = {self.deep_supervision!r} must be true or false")
-        object.__setattr__(self, "features", features)
-        object.__setattr__(self, "kernel_sizes", kernels)
-        object.__setattr__(self, "strides", strides)
+        check_unet_fields(self)
 
     @property
     def n_outputs(self) -> int:
         """How many outputs the network returns in training: full resolution plus each deep-supervision
         level above the two coarsest (nnU-Net's choice), or 1 without deep supervision."""
-        return max(len(self.features) - 2, 1) if self.deep_supervision else 1
+        return count_outputs(len(self.features), self.deep_supervision)
 
     @property
     def divisor(self) -> tuple[int, ...]:
         """Product of the strides per axis: spatial sizes that are multiples of it need no padding."""
-        return tuple(math.prod(row[axis] for row in self.strides) for axis in range(self.ndim))
+        return total_stride(self.strides)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
-        return {field.name: _to_lists(getattr(self, field.name)) for field in dataclasses.fields(UNetConfig)}
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
         """Inverse of :meth:`to_dict`; unknown or missing keys raise :class:`ConfigError`."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"model config must be a JSON object (dict), got {type(d).__name__}")
-        fields = {field.name: field for field in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown model config key(s) {unknown}; known keys are {sorted(fields)}")
-        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
-        missing = [n for n in required if n not in d]
-        if missing:
-            raise ConfigError(f"model config lacks key(s) {missing}; add them (see UNetConfig)")
-        return cls(**d)
+        return typing.cast(UNetConfig, config_from_dict(cls, d))
 
 
 def _to_lists(value: Any) -> Any:
@@ -297,3 +378,9 @@ def plan_classic_unet(inputs: ModelInputs) -> UNetConfig:
     U-Net has for this patch and spacing."""
     depth = len(plan_unet(inputs).features)
     return classic_config(inputs.ndim, inputs.in_channels, inputs.out_channels, depth=depth)
+
+
+def plan_attention_unet(inputs: ModelInputs) -> UNetConfig:
+    """The attention U-Net on the planned U-Net's topology (:func:`plan_unet`): same levels, widths,
+    kernels and strides, so the two differ only by the gates on the skip connections."""
+    return dataclasses.replace(plan_unet(inputs), name="attention-unet")

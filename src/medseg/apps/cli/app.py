@@ -114,7 +114,11 @@ def train(
     ] = "",
     val_every: Annotated[int, typer.Option(min=0, help="Validate every N epochs (0: as planned).")] = 0,
     model: Annotated[
-        str, typer.Option(help="Network: unet (nnU-Net-style, planned) or classic-unet (the 2015 U-Net).")
+        str,
+        typer.Option(
+            help="Network: unet (nnU-Net-style, planned), classic-unet (the 2015 U-Net), residual-unet "
+            "(nnU-Net's residual encoder) or attention-unet (Oktay et al.'s attention gates); see docs/models.md."
+        ),
     ] = "unet",
     loss: Annotated[
         str, typer.Option(help="dice+ce or dice+bce (default: dice+ce; dice+bce for overlapping structures).")
@@ -154,7 +158,11 @@ def plan(
     device: Annotated[str, typer.Option(help="Plan for this device: auto, cpu or cuda.")] = "auto",
     epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the device's default).")] = 0,
     model: Annotated[
-        str, typer.Option(help="Network: unet (nnU-Net-style, planned) or classic-unet (the 2015 U-Net).")
+        str,
+        typer.Option(
+            help="Network: unet (nnU-Net-style, planned), classic-unet (the 2015 U-Net), residual-unet "
+            "(nnU-Net's residual encoder) or attention-unet (Oktay et al.'s attention gates); see docs/models.md."
+        ),
     ] = "unet",
     loss: Annotated[
         str, typer.Option(help="dice+ce or dice+bce (default: dice+ce; dice+bce for overlapping structures).")
