@@ -51,8 +51,9 @@ logger = logging.getLogger(__name__)
 class TrainOptions:
     """Choices for planning and training (the CLI's ``medseg train`` flags); zero / empty means 'as planned'.
 
-    ``model`` is a name in :data:`medseg.models.registry.MODELS`, ``loss`` one in
-    :data:`medseg.losses.registry.LOSSES` (empty: Dice + CE, or Dice + BCE for overlapping structures).
+    ``model`` is a name in :data:`medseg.models.registry.MODELS`, ``loss`` terms of
+    :data:`medseg.losses.registry.LOSSES` joined by ``+`` (empty: ``dice+ce``, or ``dice+bce`` for overlapping
+    structures).
     """
 
     epochs: int = 0

@@ -1,8 +1,9 @@
-"""CLI choices that reach plans.json: --model and --loss pick registry entries by name."""
+"""CLI choices that reach plans.json: --model and --loss pick registry entries by name; combined losses train."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from medseg.inference.predictor import Predictor
 from medseg.io.images import read_image, read_label
 from medseg.models.attention_unet import AttentionUNet
 from medseg.models.residual_unet import ResidualUNet
+
+EXCLUSIVE_TERMS = "boundary, ce, dice, focal, focal-tversky, hausdorff, tversky"
 
 
 def _medseg(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
@@ -48,7 +51,13 @@ def test_model_and_loss_flags_are_recorded_in_the_plans(
         ),
         (
             ["--loss", "dice+bce"],
-            "error: loss 'dice+bce' does not fit a dataset of exclusive classes; use one of dice+ce",
+            "error: loss 'dice+bce' does not fit a dataset of exclusive classes ('bce' is for overlapping "
+            f"structures); join with '+' any of {EXCLUSIVE_TERMS} (the terms for exclusive classes; e.g. dice+ce)",
+        ),
+        (
+            ["--loss", "nonsense"],
+            f"error: unknown loss term 'nonsense' in loss 'nonsense'; join with '+' any of {EXCLUSIVE_TERMS} "
+            "(the terms for exclusive classes; e.g. dice+ce)",
         ),
     ],
 )
@@ -79,3 +88,17 @@ def test_train_and_predict_with_each_new_model(
     scan, scan_geometry = read_image(image)
     assert labels.shape == scan.shape[1:] and geometry.matches(scan_geometry)
     assert set(labels.ravel().tolist()) <= {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("loss", ["dice+focal", "dice+boundary"])
+def test_train_with_a_combined_loss_runs_end_to_end(
+    loss: str, msd_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``medseg train --loss`` with a combination (dice+boundary: the loader adds distance maps, the ramp runs)."""
+    run = tmp_path / "run"
+    argv = ["train", str(msd_2d), "--out", str(run), "--device", "cpu", "--epochs", "1", "--iterations", "2"]
+    assert _medseg([*argv, "--folds", "3", "--deterministic", "--loss", loss], monkeypatch) == 0
+    assert json.loads((run / "plans.json").read_text())["train"]["loss"] == loss
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1] and math.isfinite(log[0]["train_loss"])
+    assert (run / "checkpoint_best.pt").is_file() and (run / "metrics.json").is_file()

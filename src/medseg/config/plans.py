@@ -69,7 +69,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: optimiser, schedule, loss (a name in :data:`medseg.losses.registry.LOSSES`), budget."""
+    """How to train: optimiser, schedule, loss (LOSSES terms joined by ``+``, :mod:`medseg.losses.registry`), budget."""
 
     batch_size: int = 2
     epochs: int = 100

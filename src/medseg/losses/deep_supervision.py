@@ -22,7 +22,7 @@ class DeepSupervisionLoss(nn.Module):
     (``mode="nearest-exact"``, i.e. voxel centres; class indices and binary masks stay exact values).
     Outputs with weight 0 (the lowest resolution, see :func:`deep_supervision_weights`) are not
     evaluated, so their head receives no gradient; with DistributedDataParallel set
-    ``find_unused_parameters=True``.
+    ``find_unused_parameters=True``. :meth:`set_progress` reaches the wrapped loss (training calls it each epoch).
 
     Example:
         >>> loss = DeepSupervisionLoss(DiceCELoss(), n_outputs=3)
@@ -36,6 +36,12 @@ class DeepSupervisionLoss(nn.Module):
         self.loss = loss
         self.n_outputs = n_outputs
         self.weights = deep_supervision_weights(n_outputs)
+
+    def set_progress(self, progress: float) -> None:
+        """Training progress in [0, 1], passed on to the wrapped loss if it has a schedule (the boundary ramp)."""
+        set_progress = getattr(self.loss, "set_progress", None)
+        if set_progress is not None:
+            set_progress(progress)
 
     def forward(self, outputs: Tensor | Sequence[Tensor], target: Tensor, **extras: Tensor) -> Tensor:
         if isinstance(outputs, Tensor):

@@ -1,5 +1,6 @@
-"""Dice losses for segmentation: soft dice + cross-entropy, thin modules around :mod:`medseg.losses.functional`.
+"""Dice losses for segmentation: soft dice (+ cross-entropy), thin modules around :mod:`medseg.losses.functional`.
 
+* :class:`DiceLoss` — soft dice alone, for either labelling (the ``dice`` term of a loss name).
 * :class:`DiceCELoss` — exclusive classes (one label per voxel): softmax over ``C`` channels,
   target of class indices.
 * :class:`DiceBCELoss` — overlapping structures (e.g. BraTS regions): one sigmoid channel per binary mask.
@@ -18,9 +19,43 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medseg.losses.functional import check_weights, class_indices, soft_dice_per_class
+from medseg.losses.functional import check_weights, class_indices, probabilities, scored_channels, soft_dice_per_class
 
-__all__ = ["DiceBCELoss", "DiceCELoss"]
+__all__ = ["DiceBCELoss", "DiceCELoss", "DiceLoss"]
+
+
+class DiceLoss(nn.Module):
+    """Soft dice loss ``1 - mean_c dice_c``, softmax (exclusive classes) or sigmoid (overlapping structures).
+
+    ``forward(logits, target)``: logits ``(B, C, *spatial)``; target ``(B, 1, *spatial)`` / ``(B, *spatial)``
+    class indices (exclusive) or ``(B, C, *spatial)`` binary masks (overlapping). ``include_background=False``
+    leaves channel 0 out for exclusive classes; every structure counts for overlapping ones. Equal to
+    :class:`DiceCELoss` / :class:`DiceBCELoss` with the cross-entropy weight 0.
+
+    Example:
+        >>> loss = DiceLoss(overlapping=False, batch_dice=True)
+        >>> loss(torch.zeros(2, 3, 8, 8), torch.zeros(2, 1, 8, 8, dtype=torch.long)).shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self, *, overlapping: bool, include_background: bool = False, batch_dice: bool = False, smooth: float = 1e-5
+    ) -> None:
+        super().__init__()
+        check_weights(smooth=smooth)
+        self.overlapping = overlapping
+        self.include_background = include_background
+        self.batch_dice = batch_dice
+        self.smooth = smooth
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            probs, masks = probabilities(logits.float(), target, overlapping=self.overlapping)
+            probs, masks = scored_channels(
+                probs, masks, overlapping=self.overlapping, include_background=self.include_background, loss="DiceLoss"
+            )
+            dice = soft_dice_per_class(probs, masks, batch_dice=self.batch_dice, smooth=self.smooth)
+            return 1.0 - dice.mean()
 
 
 class DiceCELoss(nn.Module):

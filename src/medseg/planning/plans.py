@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 class Budget:
     """What the plan must fit and what the user chose: ``device`` 'cpu' or 'cuda', time in seconds (0 = none),
     epochs (0 = the device's default), the network (a name in :data:`medseg.models.registry.MODELS`) and
-    the loss (a name in :data:`medseg.losses.registry.LOSSES`; empty = the labelling's default)."""
+    the loss (terms of :data:`medseg.losses.registry.LOSSES` joined by ``+``; empty = the labelling's default)."""
 
     device: str = "cpu"
     time_budget_s: float = 0.0

@@ -137,6 +137,7 @@ def fit(
         progress = session.state["elapsed_s"] / cfg.time_budget_s if cfg.time_budget_s > 0 else epoch / cfg.epochs
         lr = cfg.learning_rate * lr_factor(progress, epoch, cfg)
         set_lr(session.optimizer, lr)
+        getattr(session.loss_fn, "set_progress", lambda _: None)(progress)  # a loss's schedule (boundary ramp)
         losses, data_s, step_s, stopped = _train_epoch(session, batches, cb)
         epoch += 1
         last = stopped or _finished(epoch, session.state["elapsed_s"] + time.perf_counter() - started, cfg)

@@ -26,6 +26,22 @@ app = typer.Typer(
 
 logger = logging.getLogger("medseg")
 
+# options that `train` and `plan` share
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        help="Network: unet (nnU-Net-style, planned), classic-unet (the 2015 U-Net), residual-unet "
+        "(nnU-Net's residual encoder) or attention-unet (Oktay et al.'s attention gates); see docs/models.md."
+    ),
+]
+LossOption = Annotated[
+    str,
+    typer.Option(
+        help="Loss terms joined by '+': dice, ce, bce, focal, tversky, focal-tversky, boundary, hausdorff "
+        "(default: dice+ce; dice+bce for overlapping structures; see docs/losses.md)."
+    ),
+]
+
 
 @app.callback()
 def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug messages.")] = False) -> None:
@@ -113,16 +129,8 @@ def train(
         typer.Option(help="auto, off, bf16 or fp16 (auto: bf16/fp16 on CUDA; on CPU bf16 if measured faster)."),
     ] = "",
     val_every: Annotated[int, typer.Option(min=0, help="Validate every N epochs (0: as planned).")] = 0,
-    model: Annotated[
-        str,
-        typer.Option(
-            help="Network: unet (nnU-Net-style, planned), classic-unet (the 2015 U-Net), residual-unet "
-            "(nnU-Net's residual encoder) or attention-unet (Oktay et al.'s attention gates); see docs/models.md."
-        ),
-    ] = "unet",
-    loss: Annotated[
-        str, typer.Option(help="dice+ce or dice+bce (default: dice+ce; dice+bce for overlapping structures).")
-    ] = "",
+    model: ModelOption = "unet",
+    loss: LossOption = "",
 ) -> None:
     """Plan, preprocess and train a U-Net; then predict, evaluate and report the held-out fold."""
     from medseg import TrainOptions
@@ -157,16 +165,8 @@ def plan(
     seed: Annotated[int, typer.Option(help="Seed of weights, split and data sampling.")] = 0,
     device: Annotated[str, typer.Option(help="Plan for this device: auto, cpu or cuda.")] = "auto",
     epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the device's default).")] = 0,
-    model: Annotated[
-        str,
-        typer.Option(
-            help="Network: unet (nnU-Net-style, planned), classic-unet (the 2015 U-Net), residual-unet "
-            "(nnU-Net's residual encoder) or attention-unet (Oktay et al.'s attention gates); see docs/models.md."
-        ),
-    ] = "unet",
-    loss: Annotated[
-        str, typer.Option(help="dice+ce or dice+bce (default: dice+ce; dice+bce for overlapping structures).")
-    ] = "",
+    model: ModelOption = "unet",
+    loss: LossOption = "",
 ) -> None:
     """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`)."""
     from rich.console import Console
