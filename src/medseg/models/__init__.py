@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from medseg.models.residual_unet_config import ResidualUNetConfig
-from medseg.models.unet_config import MODEL_PRESETS, UNetConfig, classic_config, nnunet_config
+from medseg.models.unet_config import UNetConfig, classic_config, nnunet_config
 
 if TYPE_CHECKING:
     from medseg.models.attention_unet import AttentionUNet
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MODELS",
-    "MODEL_PRESETS",
     "AttentionUNet",
     "ResidualUNet",
     "ResidualUNetConfig",

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIVATIONS",
     "DOWNSAMPLES",
-    "MODEL_PRESETS",
     "NORMS",
     "UPSAMPLES",
     "UNetConfig",
@@ -58,7 +57,6 @@ NORMS: tuple[str, ...] = ("instance", "batch")
 ACTIVATIONS: tuple[str, ...] = ("leaky_relu", "relu")
 DOWNSAMPLES: tuple[str, ...] = ("conv", "maxpool")
 UPSAMPLES: tuple[str, ...] = ("transpose", "interpolate")
-MODEL_PRESETS: tuple[str, ...] = ("classic", "nnunet")
 
 
 def _positive_int(where: str, value: Any) -> int:
