@@ -119,7 +119,9 @@ def claim(monkeypatch: pytest.MonkeyPatch, native: bool | None) -> None:
     monkeypatch.setattr(amp, "cpu_bf16", lambda: cpu)
 
 
-def probe(float32_s: float, bf16_s: float, budget_s: float = 3.0) -> tuple[torch.dtype | None, dict[str, int]]:
+def probe(
+    float32_s: float, bf16_s: float, budget_s: float = amp.PROBE_BUDGET_S
+) -> tuple[torch.dtype | None, dict[str, int]]:
     """The probe's choice for a model with these step times, and its forwards per dtype."""
     clock = FakeClock()
     image, target = torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
@@ -159,13 +161,14 @@ def test_slow_bf16_is_abandoned_in_its_first_step(
 
 
 def test_float32_steps_stop_at_their_share_of_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    claim(monkeypatch, True)  # 0.4 x 3 s for float32: two 0.5 s steps fit, a third would not
-    assert probe(0.5, 0.3) == (torch.bfloat16, {"float32": 2, "bf16": 2})
+    claim(monkeypatch, True)  # 0.5 x 4.5 s for float32: two 0.8 s steps fit, a third would not
+    assert amp.FLOAT32_SHARE * amp.PROBE_BUDGET_S == 2.25
+    assert probe(0.8, 0.3) == (torch.bfloat16, {"float32": 2, "bf16": 2})
 
 
 def test_a_float32_step_over_the_budget_skips_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     claim(monkeypatch, True)
-    assert probe(2.0, 0.1) == (None, {"float32": 1, "bf16": 0})
+    assert probe(3.0, 0.1) == (None, {"float32": 1, "bf16": 0})
 
 
 def test_a_step_is_cut_short_in_its_backward_pass() -> None:
@@ -184,7 +187,7 @@ def weighted_mse(output: torch.Tensor, target: torch.Tensor, *, weight: torch.Te
     return (weight * (output - target) ** 2).mean()
 
 
-def test_extra_targets_bound_by_partial_are_cut_to_batch_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_extra_targets_bound_by_partial_reach_the_loss_at_the_planned_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     claim(monkeypatch, True)
     clock = FakeClock()
     loss_fn = functools.partial(weighted_mse, weight=torch.ones(2, 1, 4, 4))
