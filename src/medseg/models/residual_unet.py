@@ -25,14 +25,11 @@ from medseg.models.blocks import (
     ConvNormAct,
     activation_layer,
     conv_class,
-    init_weights,
     max_pool_layer,
-    negative_slope,
     norm_layer,
-    pad_to_multiple,
 )
 from medseg.models.residual_unet_config import ResidualUNetConfig
-from medseg.models.unet import Decoder, OutputHeads
+from medseg.models.unet import UNet
 
 __all__ = ["ResidualBlock", "ResidualEncoder", "ResidualUNet", "residual_level"]
 
@@ -116,7 +113,7 @@ class ResidualEncoder(nn.Module):
         return features
 
 
-class ResidualUNet(nn.Module):
+class ResidualUNet(UNet):
     """U-Net with a residual encoder for ``(B, in_channels, *spatial)`` images, 2D or 3D, any spatial size.
 
     Outputs, padding and deep supervision as :class:`~medseg.models.unet.UNet`: eval mode returns
@@ -132,14 +129,4 @@ class ResidualUNet(nn.Module):
     """
 
     def __init__(self, config: ResidualUNetConfig, *, generator: torch.Generator | None = None) -> None:
-        super().__init__()
-        self.config = config
-        self.encoder = ResidualEncoder(config)
-        self.decoder = Decoder(config)
-        self.heads = OutputHeads(config)
-        self.divisor = list(config.divisor)  # inputs are padded to a multiple of this per axis
-        init_weights(self, negative_slope(config.activation), generator)
-
-    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
-        spatial = list(x.shape[2:])
-        return self.heads(self.decoder(self.encoder(pad_to_multiple(x, self.divisor))), spatial)
+        super().__init__(config, generator=generator, encoder=ResidualEncoder(config))  # type: ignore[arg-type]  # the U-Net fields it reads are shared

@@ -123,10 +123,14 @@ class UNet(nn.Module):
         [(2, 2, 8, 16, 16), (2, 2, 8, 8, 8)]
     """
 
-    def __init__(self, config: UNetConfig, *, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, config: UNetConfig, *, generator: torch.Generator | None = None, encoder: nn.Module | None = None
+    ) -> None:
+        """``encoder`` replaces the plain encoder (a family member that differs only there, e.g. the residual
+        U-Net); it must return the levels' feature maps as :class:`Encoder` does."""
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
+        self.encoder = encoder if encoder is not None else Encoder(config)
         self.decoder = Decoder(config)
         self.heads = OutputHeads(config)
         self.divisor = list(config.divisor)  # inputs are padded to a multiple of this per axis
