@@ -26,6 +26,7 @@ from medseg.errors import ConfigError, DataError
 from medseg.evaluation.evaluate import EvalPair, evaluate_pairs, write_metrics
 from medseg.evaluation.run_report import write_run_report
 from medseg.inference.predictor import Predictor
+from medseg.models.fusion import check_fusion_channels
 from medseg.planning.fingerprint import fingerprint
 from medseg.planning.plans import Budget, make_plans
 from medseg.preprocessing.cache import load_preprocessed, preprocess_dataset
@@ -53,7 +54,8 @@ class TrainOptions:
 
     ``model`` is a name in :data:`medseg.models.registry.MODELS`, ``loss`` terms of
     :data:`medseg.losses.registry.LOSSES` joined by ``+`` (empty: ``dice+ce``, or ``dice+bce`` for overlapping
-    structures).
+    structures). ``weight_decay``, ``dropout`` and ``batch_dice`` are ``None`` for 'as planned';
+    ``class_weights`` (one per network output) go to ``train.loss_params``.
     """
 
     epochs: int = 0
@@ -69,8 +71,16 @@ class TrainOptions:
     schedule: str = ""
     amp: str = ""
     val_every: int = 0
+    weight_decay: float | None = None
+    dropout: float | None = None
+    class_weights: tuple[float, ...] = ()
+    batch_dice: bool | None = None
     model: str = "unet"
+    encoder_weights: str = ""  # a pretrained encoder's .pth / .pt / .safetensors file ("": none)
+    frozen_stages: int = 0  # encoder stages kept frozen in training (0: none; 1: stem; ... 5: all)
     loss: str = ""
+    fusion: str = "early"  # how the channels meet in the network: early, intermediate, late (models/fusion.py)
+    resample_channels: bool = False  # channel files of a case on other grids: resampled onto the first's
 
 
 @dataclass(frozen=True)
@@ -109,13 +119,18 @@ def split_cases(case_ids: Sequence[str], folds: int, fold: int, seed: int) -> tu
 
 
 def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance: Any) -> Plans:
-    fp = fingerprint(dataset, seed=options.seed, progress=advance)
+    fp = fingerprint(dataset, seed=options.seed, progress=advance, resample_channels=options.resample_channels)
     budget = Budget(
         device=device.type,
         time_budget_s=options.time_budget_s,
         epochs=options.epochs,
         model=options.model,
+        encoder_weights=options.encoder_weights,
+        frozen_stages=options.frozen_stages,
         loss=options.loss,
+        fusion=options.fusion,
+        resample_channels=options.resample_channels,
+        dropout=options.dropout,
     )
     plans = make_plans(fp, budget)
     flags = {
@@ -128,6 +143,14 @@ def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance
     changes: dict[str, Any] = {k: v for k, v in flags.items() if v}
     if options.optimizer:
         changes["learning_rate"] = {"sgd": 1e-2, "adamw": 3e-3}.get(options.optimizer, plans.train.learning_rate)
+    if options.weight_decay is not None:
+        changes["weight_decay"] = options.weight_decay
+    if options.batch_dice is not None:
+        changes["batch_dice"] = options.batch_dice
+    if options.class_weights:
+        params = replace(plans.train.loss_params, class_weights=options.class_weights)
+        params.check_classes(plans.data.labels.n_outputs)
+        changes["loss_params"] = params
     train = replace(
         plans.train,
         seed=options.seed,
@@ -139,10 +162,13 @@ def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance
     return replace(plans, train=train)
 
 
-def require_clean(dataset: Dataset, advance: Callable[[], None] | None = None) -> None:
+def require_clean(
+    dataset: Dataset, advance: Callable[[], None] | None = None, *, resample_channels: bool = False
+) -> None:
     """Read every case first and refuse a dataset with problems, before anything is written or trained:
-    one bad scan must cost one clear line, not a traceback an hour into training."""
-    report = check_dataset(dataset, progress=advance)
+    one bad scan must cost one clear line, not a traceback an hour into training. ``resample_channels``
+    accepts channel files on different grids (they will be resampled onto the first channel's)."""
+    report = check_dataset(dataset, progress=advance, resample_channels=resample_channels)
     if report.problems:
         first = report.problems[0]
         more = f" (and {len(report.problems) - 1} more problem(s))" if len(report.problems) > 1 else ""
@@ -155,7 +181,9 @@ def plan_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callbacks
     cb, run = callbacks or Callbacks(), RunDir(Path(run_dir))
     run.require_new()
     dataset = load_dataset(dataset_root)
-    require_clean(dataset, cb.step("check", len(dataset.cases) + len(dataset.test_cases)))
+    check_fusion_channels(options.fusion, len(dataset.channel_names))  # before reading every case
+    checking = cb.step("check", len(dataset.cases) + len(dataset.test_cases))
+    require_clean(dataset, checking, resample_channels=options.resample_channels)
     device = resolve_device(options.device)
     plans = _plan(dataset, options, device, cb.step("fingerprint", len(dataset.labelled_cases)))
     ids = [c.case_id for c in dataset.labelled_cases]

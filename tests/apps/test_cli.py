@@ -13,6 +13,8 @@ from medseg.apps.cli.app import main
 from medseg.inference.predictor import Predictor
 from medseg.io.images import read_image, read_label
 from medseg.models.attention_unet import AttentionUNet
+from medseg.models.monai_nets import UNETR
+from medseg.models.registry import MODELS
 from medseg.models.residual_unet import ResidualUNet
 
 EXCLUSIVE_TERMS = "boundary, ce, dice, focal, focal-tversky, hausdorff, tversky"
@@ -46,9 +48,10 @@ def test_model_and_loss_flags_are_recorded_in_the_plans(
     ("flags", "message"),
     [
         (
-            ["--model", "vnet"],
-            "error: unknown model 'vnet'; choose one of attention-unet, classic-unet, residual-unet, unet",
+            ["--model", "no-such-net"],
+            f"error: unknown model 'no-such-net'; choose one of {', '.join(sorted(MODELS))}",
         ),
+        (["--model", "vnet"], "error: model 'vnet' supports 3D data only; this data is 2D"),
         (
             ["--loss", "dice+bce"],
             "error: loss 'dice+bce' does not fit a dataset of exclusive classes ('bce' is for overlapping "
@@ -70,7 +73,10 @@ def test_unknown_model_or_unfitting_loss_is_one_line_and_writes_nothing(
     assert err == message and not run.exists()
 
 
-@pytest.mark.parametrize(("model", "network"), [("residual-unet", ResidualUNet), ("attention-unet", AttentionUNet)])
+# unetr: MONAI's network behind an adapter, whose fixed img_size the sliding window's patch-sized windows fit
+@pytest.mark.parametrize(
+    ("model", "network"), [("residual-unet", ResidualUNet), ("attention-unet", AttentionUNet), ("unetr", UNETR)]
+)
 def test_train_and_predict_with_each_new_model(
     model: str, network: type[torch.nn.Module], msd_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -138,6 +138,22 @@ def test_eval_forward_leaves_the_module_unchanged() -> None:
     assert all(torch.equal(before[name], value) for name, value in net.state_dict().items())
 
 
+def test_dropout_acts_on_the_bottleneck_and_keeps_the_state_dict() -> None:
+    """Channel dropout sees the encoder's last level only; it has no weights, so a checkpoint of a network
+    without dropout (every release before it) loads strictly into one with it, and p = 0 adds no layer."""
+    plain = UNet(UNetConfig(**TINY_3D), generator=seeded())
+    assert isinstance(plain.dropout, torch.nn.Identity)
+    net = UNet(UNetConfig(**TINY_3D, dropout=0.25), generator=seeded(5))
+    assert isinstance(net.dropout, torch.nn.Dropout3d) and net.dropout.p == 0.25
+    net.load_state_dict(plain.state_dict())
+    assert net.state_dict().keys() == plain.state_dict().keys()
+    seen: list[tuple[int, ...]] = []
+    net.dropout.register_forward_hook(lambda _module, inputs, _out: seen.append(tuple(inputs[0].shape)))
+    with torch.no_grad():
+        net.eval()(torch.randn(1, 2, 19, 23, 17, generator=seeded(1)))
+    assert seen == [(1, 16, 5, 3, 3)]  # padded to (20, 24, 24), divided by the divisor (4, 8, 8)
+
+
 def test_pad_to_multiple_zero_pads_the_end_and_crop_undoes_it() -> None:
     x = torch.arange(30.0).reshape(1, 1, 5, 6)
     padded = pad_to_multiple(x, [4, 3])
@@ -164,8 +180,8 @@ def test_config_survives_a_json_round_trip(config: UNetConfig) -> None:
 
 def test_from_dict_rejects_unknown_and_missing_keys() -> None:
     fields = UNetConfig(**TINY_3D).to_dict()
-    with pytest.raises(ConfigError, match=r"unknown model config key\(s\) \['dropout'\]"):
-        UNetConfig.from_dict({**fields, "dropout": 0.1})
+    with pytest.raises(ConfigError, match=r"unknown model config key\(s\) \['drop_rate'\]"):
+        UNetConfig.from_dict({**fields, "drop_rate": 0.1})
     del fields["strides"]
     with pytest.raises(ConfigError, match=r"lacks key\(s\) \['strides'\]"):
         UNetConfig.from_dict(fields)
@@ -188,6 +204,9 @@ def test_from_dict_rejects_unknown_and_missing_keys() -> None:
         ({"downsample": "avgpool"}, "downsample"),
         ({"upsample": "nearest"}, "upsample"),
         ({"deep_supervision": "yes"}, "deep_supervision"),
+        ({"dropout": 1.0}, r"^UNetConfig.dropout = 1.0 must be a probability with 0 <= p < 1$"),
+        ({"dropout": -0.1}, r"UNetConfig.dropout = -0.1 must be a probability"),
+        ({"dropout": True}, r"UNetConfig.dropout = True must be a probability"),
     ],
 )
 def test_invalid_config_raises_config_error(overrides: dict[str, object], message: str) -> None:
@@ -270,3 +289,14 @@ def test_nnunet_config_keeps_the_bottleneck_at_least_min_size(data: st.DataObjec
     assert all(k in (1, 3) for row in config.kernel_sizes for k in row)
     assert all(s in (1, 2) for row in config.strides for s in row)
     assert max(config.features) <= (320 if ndim == 3 else 512)
+
+
+def test_planned_classic_unet_keeps_the_papers_five_levels_on_large_patches() -> None:
+    from medseg.models.configs import ModelInputs
+    from medseg.models.unet_config import plan_classic_unet, plan_unet
+
+    inputs = ModelInputs(2, 1, 2, (256, 256), (1.0, 1.0))
+    assert len(plan_unet(inputs).features) > 5
+    assert plan_classic_unet(inputs).features == (64, 128, 256, 512, 1024)
+    small = ModelInputs(2, 1, 2, (32, 32), (1.0, 1.0))
+    assert len(plan_classic_unet(small).features) == len(plan_unet(small).features) < 5

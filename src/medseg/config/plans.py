@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from medseg.config.augment import AugmentConfig
+from medseg.config.loss import LossParams
 from medseg.config.migrate import upgrade
 from medseg.config.postprocessing import PostProcessing
 from medseg.errors import ConfigError
@@ -44,10 +45,12 @@ class ChannelNorm:
 
     ``ct``: clip to the dataset's foreground percentiles, then z-score with the dataset's foreground mean/std
     (Hounsfield units mean the same in every scan). ``zscore``: per-case mean/std (MRI, X-ray, microscopy:
-    arbitrary units that differ between scans).
+    arbitrary units that differ between scans). ``imagenet`` (a pretrained encoder's input): clip to
+    ``[clip_low, clip_high]`` (when ``clip_low == clip_high``, to the case's own 0.5/99.5 percentiles),
+    map that range to [0, 1], then ``(x - mean) / std`` with the ImageNet statistics the weights expect.
     """
 
-    scheme: Literal["ct", "zscore"]
+    scheme: Literal["ct", "zscore", "imagenet"]
     clip_low: float = 0.0
     clip_high: float = 0.0
     mean: float = 0.0
@@ -65,6 +68,8 @@ class DataConfig:
     normalization: tuple[ChannelNorm, ...]
     crop_to_nonzero: bool = False
     file_ending: str = ".nii.gz"
+    # channel files of a case on different grids: resampled onto the first channel's (--resample-channels)
+    resample_channels: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,8 @@ class TrainConfig:
     loss: str = "dice+ce"
     val_every: int = 5
     include_background: bool = False
-    batch_dice: bool = False
+    batch_dice: bool = False  # region terms over the whole batch (True) or per sample, then averaged (False)
+    loss_params: LossParams = field(default_factory=LossParams)
     foreground_fraction: float = 1 / 3
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
@@ -119,6 +125,8 @@ class Plans:
     model: ModelConfig
     train: TrainConfig
     infer: InferConfig
+    # how the channels meet in the network (medseg.models.fusion): stacked, per-modality encoders, or networks
+    fusion: Literal["early", "intermediate", "late"] = "early"
     version: int = PLANS_VERSION
 
     def __post_init__(self) -> None:
@@ -126,6 +134,13 @@ class Plans:
             raise ConfigError(f"patch_size {self.patch_size} must have {self.data.ndim} positive sizes (data.ndim)")
         if self.model.ndim != self.data.ndim:
             raise ConfigError(f"model.ndim {self.model.ndim} differs from data.ndim {self.data.ndim}")
+        img_size = getattr(self.model, "img_size", None)  # UNETR's fixed input: every patch must fit in it
+        if img_size is not None and any(p > s for p, s in zip(self.patch_size, img_size, strict=True)):
+            raise ConfigError(
+                f"patch_size {self.patch_size} exceeds model.img_size {img_size}; set img_size to at least the "
+                "patch, in multiples of 16"
+            )
+        self.train.loss_params.check_classes(self.data.labels.n_outputs)
 
 
 def save_plans(plans: Plans, path: Path) -> None:

@@ -3,7 +3,8 @@
 ``check_dataset`` never raises for a bad case: each problem becomes a :class:`~medseg.datasets.records.Problem`
 naming the file. Found: unreadable or truncated files, missing labels, duplicate ids (from loading), image /
 label shape or geometry mismatch, labels outside the declared set, non-binary structure masks, NaN/Inf
-voxels, constant (e.g. all-zero) images, multi-channel files whose channels disagree in shape or geometry.
+voxels, constant (e.g. all-zero) images, channel files of a case that disagree in shape or geometry (unless
+``resample_channels``: then they are resampled onto the first channel's grid, as preprocessing will).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ class CheckReport:
         return dict(sorted(totals.items()))
 
 
-def check_dataset(dataset: Dataset, *, progress: Callable[[], None] | None = None) -> CheckReport:
+def check_dataset(
+    dataset: Dataset, *, progress: Callable[[], None] | None = None, resample_channels: bool = False
+) -> CheckReport:
     """Check every case of ``dataset`` (training and test cases); see the module docstring.
 
     Cases are read one after the other: reading them from several threads crashed the process once with
@@ -61,7 +64,7 @@ def check_dataset(dataset: Dataset, *, progress: Callable[[], None] | None = Non
     summaries: list[CaseSummary] = []
     problems: list[Problem] = list(dataset.problems)
     for case in list(dataset.cases) + list(dataset.test_cases):
-        summary, case_problems = check_case(case, dataset)
+        summary, case_problems = check_case(case, dataset, resample_channels=resample_channels)
         if summary is not None:
             summaries.append(summary)
         problems += case_problems
@@ -70,12 +73,15 @@ def check_dataset(dataset: Dataset, *, progress: Callable[[], None] | None = Non
     return CheckReport(dataset, tuple(summaries), tuple(_unique(problems)))
 
 
-def check_case(case: Case, dataset: Dataset) -> tuple[CaseSummary | None, list[Problem]]:
-    """Read one case and return its summary (None if unreadable) and its problems."""
+def check_case(
+    case: Case, dataset: Dataset, *, resample_channels: bool = False
+) -> tuple[CaseSummary | None, list[Problem]]:
+    """Read one case and return its summary (None if unreadable) and its problems; ``resample_channels``
+    accepts channel files on different grids (resampled onto the first channel's)."""
     if any(not p.exists() for p in case.channels):
         return None, []  # reported by the loader already
     try:
-        image, geometry = read_channels(list(case.channels))
+        image, geometry = read_channels(list(case.channels), resample=resample_channels)
     except DataError as exc:
         return None, [Problem(exc.path, exc.problem)]
     problems = _image_problems(case, image)

@@ -40,7 +40,7 @@ def write_run_report(
     overlays = []
     for _role, case_id in pick_overlay_cases(scores):
         pair = by_id[case_id]
-        image, _ = read_channels(list(images[case_id]))
+        image, _ = read_channels(list(images[case_id]), resample=plans.data.resample_channels)
         ref, pred = _masks(pair.reference, labels), _masks(pair.prediction, labels)
         overlays.append(OverlayCase(case_id, image, ref, pred, scores[case_id], overlapping=labels.overlapping))
     lines = log.read_text(encoding="utf-8").splitlines() if log is not None and log.exists() else []

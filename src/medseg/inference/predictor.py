@@ -26,7 +26,7 @@ from medseg.inference.postprocessing import apply_postprocessing, apply_postproc
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_labels, sliding_window_logits
 from medseg.io.images import Geometry, case_stem, read_channels, write_image
 from medseg.io.naming import split_channel_suffix
-from medseg.models.registry import build_model
+from medseg.models.fusion import build_network
 from medseg.preprocessing.checks import check_scan
 from medseg.preprocessing.forward import CaseProperties, preprocess_image
 from medseg.preprocessing.inverse import logits_to_labels, logits_to_probabilities
@@ -48,6 +48,8 @@ class PredictOptions:
     save_probabilities: bool = False
     postprocessing: PostProcessing | None = None
     skip_existing: bool = False
+    # resample channel files on other grids onto the first's even if the run was not planned so (--resample-channels)
+    resample_channels: bool = False
 
 
 @dataclass
@@ -73,10 +75,15 @@ class Predictor:
         run = RunDir(Path(run_dir))
         plans = run.load_plans()
         state = run.load_checkpoint(options.checkpoint, map_location="cpu")
-        model = build_model(plans.model)
+        model = build_network(plans.model, plans.fusion)
         model.load_state_dict(state["model"])
         device = torch.device(device)
         return cls(plans, model.to(device).eval(), device, options)
+
+    @property
+    def resample_channels(self) -> bool:
+        """Whether channel files on other grids are resampled onto the first's: as planned, or as asked."""
+        return self.plans.data.resample_channels or self.options.resample_channels
 
     def window_config(self) -> SlidingWindowConfig:
         infer, o = self.plans.infer, self.options
@@ -121,7 +128,7 @@ class Predictor:
 
     def predict(self, channels: Sequence[Path]) -> tuple[np.ndarray, Geometry]:
         """Read a case (one path per channel, or one multi-channel file) and predict it."""
-        image, geometry = read_channels(list(channels))
+        image, geometry = read_channels(list(channels), resample=self.resample_channels)
         check_scan(image, geometry, self.plans.data, channels)
         return self.predict_array(image, geometry), geometry
 
@@ -168,7 +175,7 @@ class Predictor:
         if not self.options.save_probabilities:
             labels, geometry = self.predict(channels)
             return self.write(labels, geometry, channels[0], out_dir)
-        image, geometry = read_channels(list(channels))
+        image, geometry = read_channels(list(channels), resample=self.resample_channels)
         check_scan(image, geometry, self.plans.data, channels)
         logits, props = self.logits(image, geometry)
         overlapping = self.plans.data.labels.overlapping

@@ -109,8 +109,13 @@ def read_image(path: Path) -> tuple[np.ndarray, Geometry]:
     return _read(Path(path), palette_indices=False)
 
 
-def read_channels(paths: Sequence[Path]) -> tuple[np.ndarray, Geometry]:
-    """Read one multi-channel file, or stack single-channel files (nnU-Net ``CASE_0000``...) to ``(C, *spatial)``."""
+def read_channels(paths: Sequence[Path], *, resample: bool = False) -> tuple[np.ndarray, Geometry]:
+    """Read one multi-channel file, or stack single-channel files (nnU-Net ``CASE_0000``...) to ``(C, *spatial)``.
+
+    Channel files on different grids (shape, spacing, origin or direction) are refused, naming the file and
+    the flag that accepts them; with ``resample`` each is resampled onto the first channel's grid in
+    physical space, linearly (:func:`medseg.io.itk.resample_onto`), and the channels become float32.
+    """
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("read_channels needs at least one path")
@@ -125,22 +130,52 @@ def read_channels(paths: Sequence[Path]) -> tuple[np.ndarray, Geometry]:
                 f"has {info.channels} channels but is one of several channel files of a case",
                 "save each channel as its own single-channel file (CASE_0000, CASE_0001, ...)",
             )
-        if info.shape != first.shape:
+        if len(info.shape) != len(first.shape):
             raise DataError(
                 info.path,
-                f"shape {info.shape} differs from {first.shape} of {first.path.name}",
-                "all channel files of a case must share one voxel grid; resample them to the first",
+                f"is {len(info.shape)}D, {first.path.name} is {len(first.shape)}D",
+                "all channel files of a case must have the same dimensionality",
             )
-        if not info.geometry.matches(first.geometry):
-            raise DataError(
-                info.path,
-                f"geometry (spacing {_fmt(info.geometry.spacing)}, origin {_fmt(info.geometry.origin)}) "
-                f"differs from {first.path.name} (spacing {_fmt(first.geometry.spacing)}, "
-                f"origin {_fmt(first.geometry.origin)})",
-                "all channel files of a case must share one voxel grid; resample them to the first",
-            )
-    arrays = [read_image(p)[0] for p in paths]
-    return np.concatenate(arrays, axis=0), first.geometry
+        if not resample:
+            _require_same_grid(info, first)
+    images = [read_image(p) for p in paths]
+    shape, geometry = tuple(images[0][0].shape[1:]), images[0][1]
+    if resample and any(a.shape[1:] != shape or not g.matches(geometry) for a, g in images):
+        arrays = [_onto_grid(a, g, shape, geometry, path, paths[0]) for (a, g), path in zip(images, paths, strict=True)]
+        return np.concatenate(arrays, axis=0), geometry
+    return np.concatenate([a for a, _ in images], axis=0), geometry
+
+
+_GRID_FIX = "all channel files of a case must share one voxel grid"
+
+
+def _require_same_grid(info: ImageInfo, first: ImageInfo) -> None:
+    """Refuse a channel file whose grid differs from the first channel's; the message names the flag."""
+    flag = "--resample-channels resamples it onto that grid"
+    if info.shape != first.shape:
+        raise DataError(
+            info.path, f"shape {info.shape} differs from {first.shape} of {first.path.name} ({flag})", _GRID_FIX
+        )
+    g, f = info.geometry, first.geometry
+    if not g.matches(f):
+        turned = not np.allclose(g.direction, f.direction, atol=1e-3)
+        mine, theirs = _grid_text(g, turned), _grid_text(f, turned)
+        raise DataError(info.path, f"geometry ({mine}) differs from {first.path.name} ({theirs}) ({flag})", _GRID_FIX)
+
+
+def _grid_text(geometry: Geometry, direction: bool) -> str:
+    text = f"spacing {_fmt(geometry.spacing)}, origin {_fmt(geometry.origin)}"
+    return text + f", direction {_fmt([d + 0.0 for d in geometry.direction])}" if direction else text  # no -0
+
+
+def _onto_grid(
+    array: np.ndarray, geometry: Geometry, shape: tuple[int, ...], target: Geometry, path: Path, first: Path
+) -> np.ndarray:
+    """One channel ``(1, *spatial)`` as float32 on the grid ``shape`` x ``target`` (resampled if it is not)."""
+    if array.shape[1:] == shape and geometry.matches(target):
+        return array.astype(np.float32, copy=False)
+    logger.info("%s: resampled onto the grid of %s", path, first.name)
+    return itk.resample_onto(array[0], geometry, shape, target)[None]
 
 
 def read_label(path: Path) -> tuple[np.ndarray, Geometry]:

@@ -33,7 +33,7 @@ from medseg.fileutil import atomic_path, compound_suffix, make_dirs
 from medseg.io import dicom
 from medseg.io.geometry import Geometry, ImageInfo
 
-__all__ = ["SITK_IO", "read", "read_info", "write", "write_dicom"]
+__all__ = ["SITK_IO", "read", "read_info", "resample_onto", "write", "write_dicom"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,20 @@ def write_dicom(path: Path, volume: np.ndarray, geometry: Geometry, reference: P
     """Write a ``(z, y, x)`` volume as a DICOM series folder (tags copied from the ``reference`` series)."""
     with _quiet_itk():
         dicom.write_series(path, dicom.integer_pixels(volume, path), geometry, reference)
+
+
+def resample_onto(channel: np.ndarray, geometry: Geometry, shape: tuple[int, ...], reference: Geometry) -> np.ndarray:
+    """Resample one ``(*spatial)`` channel in ``geometry`` onto the grid ``shape`` x ``reference``, in physical
+    space (spacing, origin and direction all count), linearly; float32 ``(*shape)``. Points of the new grid
+    outside the channel's extent take the channel's minimum (its background: air in CT, 0 in most MRI)."""
+    image = _to_sitk(np.asarray(channel, dtype=np.float32)[None], geometry, "nifti")
+    grid = sitk.Image([int(n) for n in reversed(shape)], sitk.sitkFloat32)
+    grid.SetSpacing(tuple(reversed(reference.spacing)))
+    grid.SetOrigin(reference.origin)
+    grid.SetDirection(reference.direction)
+    background = float(np.min(channel)) if channel.size else 0.0
+    resampled = sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, background, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(resampled)
 
 
 # ---------------------------------------------------------------------------------------------------

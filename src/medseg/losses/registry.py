@@ -6,7 +6,7 @@ the name in ``train.loss``; ``medseg train --loss NAME`` picks it. Each term fit
 over ``C`` channels, class-index target), overlapping structures (a sigmoid channel per binary mask) or both.
 
 =================  ===========  ============  =========================================================
-term               exclusive    overlapping   what it is (parameters: defaults; the registry uses them)
+term               exclusive    overlapping   what it is (defaults; set in ``train.loss_params``, LossParams)
 =================  ===========  ============  =========================================================
 ``dice``           yes          yes           soft Dice ``1 - mean_c dice_c`` (smooth 1e-5)
 ``ce``             yes          —             cross-entropy (class ``weight``: none)
@@ -22,7 +22,7 @@ term               exclusive    overlapping   what it is (parameters: defaults; 
 
 Every exclusive-class term but ``ce`` and ``focal`` follows ``TrainConfig.include_background`` (channel 0 is
 left out by default), and the region terms (``dice``, ``tversky``, ``focal-tversky``) follow ``batch_dice``.
-``dice+ce`` and ``dice+bce`` build the fused :class:`~medseg.losses.dice.DiceCELoss` /
+``dice+ce`` and ``dice+bce`` without class weights build the fused :class:`~medseg.losses.dice.DiceCELoss` /
 :class:`~medseg.losses.dice.DiceBCELoss` (one softmax for both terms; the losses of medseg 0.1); any other
 combination is a :class:`~medseg.losses.combination.LossSum`. Formulas and sources: ``docs/losses.md``.
 
@@ -42,11 +42,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from torch import nn
 
+from medseg.config.loss import LossParams
 from medseg.errors import ConfigError
 from medseg.losses.boundary import BoundaryLoss
 from medseg.losses.combination import LossSum
@@ -62,10 +63,17 @@ __all__ = ["LOSSES", "LossEntry", "LossSettings", "LossTerm", "build_loss", "def
 
 @dataclass(frozen=True)
 class LossSettings:
-    """The loss options of the training config (``TrainConfig.include_background``, ``batch_dice``)."""
+    """The loss options of the training config: ``TrainConfig.include_background``, ``batch_dice`` and the
+    terms' parameters ``loss_params`` (:class:`~medseg.config.loss.LossParams`)."""
 
     include_background: bool = False
     batch_dice: bool = False
+    params: LossParams = field(default_factory=LossParams)
+
+    @property
+    def weights(self) -> tuple[float, ...] | None:
+        """The cross-entropy class weights, or None (unweighted)."""
+        return self.params.class_weights or None
 
 
 @dataclass(frozen=True)
@@ -97,26 +105,39 @@ def _dice(s: LossSettings, overlapping: bool) -> nn.Module:
     return DiceLoss(overlapping=overlapping, include_background=s.include_background, batch_dice=s.batch_dice)
 
 
-def _tversky(s: LossSettings, overlapping: bool, gamma: float = 1.0) -> nn.Module:
+def _tversky(s: LossSettings, overlapping: bool, focal: bool = False) -> nn.Module:
     return TverskyLoss(
-        overlapping=overlapping, gamma=gamma, include_background=s.include_background, batch_dice=s.batch_dice
+        overlapping=overlapping,
+        alpha=s.params.tversky_alpha,
+        beta=s.params.tversky_beta,
+        gamma=s.params.focal_tversky_gamma if focal else 1.0,
+        include_background=s.include_background,
+        batch_dice=s.batch_dice,
     )
+
+
+def _focal(s: LossSettings, overlapping: bool) -> nn.Module:
+    return FocalLoss(overlapping=overlapping, gamma=s.params.focal_gamma, alpha=s.params.focal_alpha)
 
 
 LOSSES: dict[str, LossTerm] = {
     "dice": LossTerm(_dice, "soft Dice"),
-    "ce": LossTerm(lambda s, o: CELoss(), "cross-entropy (softmax)", overlapping=False),
-    "bce": LossTerm(lambda s, o: BCELoss(), "binary cross-entropy (sigmoid)", exclusive=False),
-    "focal": LossTerm(lambda s, o: FocalLoss(overlapping=o), "focal loss (gamma 2, alpha 0.75)"),
+    "ce": LossTerm(lambda s, o: CELoss(weight=s.weights), "cross-entropy (softmax)", overlapping=False),
+    "bce": LossTerm(lambda s, o: BCELoss(weight=s.weights), "binary cross-entropy (sigmoid)", exclusive=False),
+    "focal": LossTerm(_focal, "focal loss (gamma 2, alpha 0.75)"),
     "tversky": LossTerm(_tversky, "Tversky (alpha 0.3 FP, beta 0.7 FN)"),
-    "focal-tversky": LossTerm(partial(_tversky, gamma=4 / 3), "focal Tversky (gamma 4/3)"),
+    "focal-tversky": LossTerm(partial(_tversky, focal=True), "focal Tversky (gamma 4/3)"),
     "boundary": LossTerm(
-        lambda s, o: BoundaryLoss(overlapping=o, include_background=s.include_background),
+        lambda s, o: BoundaryLoss(
+            overlapping=o, include_background=s.include_background, schedule=s.params.boundary_ramp
+        ),
         "boundary loss (weight ramped over training)",
         requires=("distance_map",),
     ),
     "hausdorff": LossTerm(
-        lambda s, o: HausdorffDTLoss(overlapping=o, include_background=s.include_background),
+        lambda s, o: HausdorffDTLoss(
+            overlapping=o, include_background=s.include_background, alpha=s.params.hausdorff_alpha
+        ),
         "one-sided distance-transform Hausdorff loss",
         requires=("distance_map",),
     ),
@@ -154,13 +175,17 @@ def loss_entry(name: str, *, overlapping: bool) -> LossEntry:
                 f"({term!r} is for {_kind(not overlapping)}); {hint}"
             )
     requires = tuple(dict.fromkeys(r for t in terms for r in LOSSES[t].requires))
-    build = _FUSED.get(frozenset(terms)) or partial(_build_terms, terms, overlapping)
+    build = partial(_build_terms, terms, overlapping)
     description = " + ".join(LOSSES[t].description for t in terms)
     return LossEntry(build, overlapping, description, requires, terms)
 
 
 def _build_terms(terms: tuple[str, ...], overlapping: bool, settings: LossSettings) -> nn.Module:
-    """One term's module, or the :class:`LossSum` of several."""
+    """The fused module of ``dice+ce`` / ``dice+bce`` (unweighted cross-entropy only), one term's module, or
+    the :class:`LossSum` of several."""
+    fused = _FUSED.get(frozenset(terms))
+    if fused is not None and settings.weights is None:
+        return fused(settings)
     if len(terms) == 1:
         return LOSSES[terms[0]].build(settings, overlapping)
     modules = {t: LOSSES[t].build(settings, overlapping) for t in terms}

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from medseg.models.blocks import (
     conv_class,
     conv_stack,
+    dropout_layer,
     init_weights,
     interpolate_layer,
     negative_slope,
@@ -91,7 +92,8 @@ class AttentionUNet(nn.Module):
 
     Outputs, padding and deep supervision as :class:`~medseg.models.unet.UNet`: eval mode returns
     ``(B, out_channels, *spatial)``; training mode with deep supervision ``config.n_outputs`` maps, full
-    resolution first. Weights: He normal, reproducible through ``generator``.
+    resolution first; ``config.dropout`` as the U-Net's (bottleneck, training only). Weights: He normal,
+    reproducible through ``generator``.
 
     Example:
         >>> kernels = ((1, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3))
@@ -106,6 +108,7 @@ class AttentionUNet(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
+        self.dropout = dropout_layer(config.ndim, config.dropout)  # on the bottleneck; no parameters
         self.decoder = Decoder(config, stage=AttentionDecoderStage)
         self.heads = OutputHeads(config)
         self.divisor = list(config.divisor)  # inputs are padded to a multiple of this per axis
@@ -113,4 +116,6 @@ class AttentionUNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         spatial = list(x.shape[2:])
-        return self.heads(self.decoder(self.encoder(pad_to_multiple(x, self.divisor))), spatial)
+        features = self.encoder(pad_to_multiple(x, self.divisor))
+        features[-1] = self.dropout(features[-1])
+        return self.heads(self.decoder(features), spatial)

@@ -29,6 +29,7 @@ __all__ = [
     "conv_stack",
     "crop_spatial",
     "downsample_level",
+    "dropout_layer",
     "init_weights",
     "interpolate_layer",
     "max_pool_layer",
@@ -43,6 +44,7 @@ _CONV_TRANSPOSE: dict[int, type[nn.Module]] = {2: nn.ConvTranspose2d, 3: nn.Conv
 _MAX_POOL: dict[int, type[nn.Module]] = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 _INSTANCE_NORM: dict[int, type[nn.Module]] = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 _BATCH_NORM: dict[int, type[nn.Module]] = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_DROPOUT: dict[int, type[nn.Module]] = {2: nn.Dropout2d, 3: nn.Dropout3d}
 _INTERPOLATION: dict[int, str] = {2: "bilinear", 3: "trilinear"}
 _NEGATIVE_SLOPE: dict[str, float] = {"leaky_relu": 0.01, "relu": 0.0}
 
@@ -69,6 +71,12 @@ def activation_layer(name: str) -> nn.Module:
     if name == "leaky_relu":
         return nn.LeakyReLU(negative_slope("leaky_relu"), inplace=True)
     return nn.ReLU(inplace=True)
+
+
+def dropout_layer(ndim: int, p: float) -> nn.Module:
+    """Channel-wise dropout (``nn.Dropout2d``/``3d``, active in training only) with probability ``p``;
+    ``nn.Identity`` for ``p = 0``. Neither has parameters, so checkpoints load with or without it."""
+    return _DROPOUT[ndim](p) if p > 0 else nn.Identity()
 
 
 def max_pool_layer(ndim: int, stride: Sequence[int]) -> nn.Module:

@@ -10,13 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from medseg.models.mobile_unet_config import MobileUNetConfig
+from medseg.models.monai_configs import SegResNetConfig, SwinUNETRConfig, UNETRConfig, VNetConfig
 from medseg.models.residual_unet_config import ResidualUNetConfig
+from medseg.models.resnet_unet_config import ResNetUNetConfig
 from medseg.models.unet_config import UNetConfig
 
 __all__ = ["ModelConfig", "ModelInputs"]
 
-# A union of every config class (UNetConfig serves unet, classic-unet and attention-unet).
-ModelConfig = Union[UNetConfig, ResidualUNetConfig]  # noqa: UP007 (a runtime alias that serial.from_dict reads)
+# A union of every config class (UNetConfig serves unet, classic-unet, attention-unet and unet++).
+# Union, not |: a runtime alias that serial.from_dict reads (hence noqa: UP007).
+ModelConfig = Union[  # noqa: UP007
+    UNetConfig,
+    ResidualUNetConfig,
+    ResNetUNetConfig,
+    MobileUNetConfig,
+    SegResNetConfig,
+    UNETRConfig,
+    SwinUNETRConfig,
+    VNetConfig,
+]
 
 
 @dataclass(frozen=True)

@@ -116,9 +116,9 @@ class ResidualEncoder(nn.Module):
 class ResidualUNet(UNet):
     """U-Net with a residual encoder for ``(B, in_channels, *spatial)`` images, 2D or 3D, any spatial size.
 
-    Outputs, padding and deep supervision as :class:`~medseg.models.unet.UNet`: eval mode returns
-    ``(B, out_channels, *spatial)``; training mode with deep supervision ``config.n_outputs`` maps, full
-    resolution first. Weights: He normal, reproducible through ``generator``.
+    Outputs, padding, deep supervision and bottleneck dropout as :class:`~medseg.models.unet.UNet`: eval mode
+    returns ``(B, out_channels, *spatial)``; training mode with deep supervision ``config.n_outputs`` maps,
+    full resolution first. Weights: He normal, reproducible through ``generator``.
 
     Example:
         >>> config = ResidualUNetConfig(3, 1, 2, features=(4, 8, 16, 32), kernel_sizes=((3, 3, 3),) * 4,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from medseg.models.unet_config import (
+    check_dropout,
     check_unet_fields,
     config_from_dict,
     config_to_dict,
@@ -63,6 +64,7 @@ class ResidualUNetConfig:
     upsample: str = "transpose"
     convs_per_level: int = 2
     deep_supervision: bool = True
+    dropout: float = 0.0
     name: str = "residual-unet"
 
     # the registry names this config class serves (see medseg.models.registry and medseg.serial)
@@ -70,6 +72,7 @@ class ResidualUNetConfig:
 
     def __post_init__(self) -> None:
         check_unet_fields(self)
+        check_dropout(self)
         object.__setattr__(self, "blocks_per_level", per_level_ints(self, "blocks_per_level"))
 
     @property

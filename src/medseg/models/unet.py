@@ -26,6 +26,7 @@ from medseg.models.blocks import (
     conv_class,
     crop_spatial,
     downsample_level,
+    dropout_layer,
     init_weights,
     negative_slope,
     pad_to_multiple,
@@ -111,8 +112,9 @@ class UNet(nn.Module):
     except the lowest one (nnU-Net gives that output weight 0), i.e. ``max(1, L - 2)`` maps for ``L``
     levels; map ``l`` has spatial size ``ceil(spatial / scale[l])``, ``scale[l]`` = product of
     ``strides[: l + 1]``. Inputs whose size is not a multiple of ``config.divisor`` are zero-padded at the
-    end of each axis and the outputs cropped back. Weights: He normal (nnU-Net's init), reproducible
-    through ``generator``.
+    end of each axis and the outputs cropped back. With ``config.dropout > 0`` the bottleneck features (the
+    encoder's last level) pass channel-wise dropout before the decoder, in training only. Weights: He normal
+    (nnU-Net's init), reproducible through ``generator``.
 
     Example:
         >>> kernels = ((1, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3))
@@ -131,6 +133,7 @@ class UNet(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = encoder if encoder is not None else Encoder(config)
+        self.dropout = dropout_layer(config.ndim, config.dropout)  # on the bottleneck; no parameters
         self.decoder = Decoder(config)
         self.heads = OutputHeads(config)
         self.divisor = list(config.divisor)  # inputs are padded to a multiple of this per axis
@@ -138,4 +141,6 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         spatial = list(x.shape[2:])
-        return self.heads(self.decoder(self.encoder(pad_to_multiple(x, self.divisor))), spatial)
+        features = self.encoder(pad_to_multiple(x, self.divisor))
+        features[-1] = self.dropout(features[-1])
+        return self.heads(self.decoder(features), spatial)

@@ -2,7 +2,8 @@
 
 This module is pure Python (no torch), so planning code and ``plans.json`` readers can use it without the
 deep-learning stack. The networks are :class:`medseg.models.unet.UNet` (names ``unet`` and ``classic-unet``)
-and :class:`medseg.models.attention_unet.AttentionUNet` (``attention-unet``: the same topology, gated skips);
+and :class:`medseg.models.attention_unet.AttentionUNet` (``attention-unet``: the same topology, gated skips)
+and :class:`medseg.models.unetpp.UNetPlusPlus` (``unet++``: the same topology, nested dense skip pathways);
 the checks shared with the other configs of the family (:mod:`medseg.models.residual_unet_config`) are
 :func:`check_unet_fields`, :func:`count_outputs` and :func:`total_stride`.
 
@@ -40,6 +41,7 @@ __all__ = [
     "UPSAMPLES",
     "UNetConfig",
     "UNetTopology",
+    "check_dropout",
     "check_unet_fields",
     "classic_config",
     "config_from_dict",
@@ -50,6 +52,7 @@ __all__ = [
     "plan_attention_unet",
     "plan_classic_unet",
     "plan_unet",
+    "plan_unetpp",
     "total_stride",
 ]
 
@@ -57,6 +60,7 @@ NORMS: tuple[str, ...] = ("instance", "batch")
 ACTIVATIONS: tuple[str, ...] = ("leaky_relu", "relu")
 DOWNSAMPLES: tuple[str, ...] = ("conv", "maxpool")
 UPSAMPLES: tuple[str, ...] = ("transpose", "interpolate")
+CLASSIC_DEPTH = 5  # levels of the 2015 U-Net: 64, 128, 256, 512, 1024 features
 
 
 def _positive_int(where: str, value: Any) -> int:
@@ -121,6 +125,14 @@ def check_unet_fields(config: Any) -> None:
     object.__setattr__(config, "features", features)
     object.__setattr__(config, "kernel_sizes", kernels)
     object.__setattr__(config, "strides", strides)
+
+
+def check_dropout(config: Any) -> None:
+    """Check ``config.dropout``, the bottleneck's dropout probability: a number with 0 <= p < 1."""
+    p = config.dropout
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ConfigError(f"{type(config).__name__}.dropout = {p!r} must be a probability with 0 <= p < 1")
+    object.__setattr__(config, "dropout", float(p))
 
 
 def count_outputs(levels: int, deep_supervision: bool) -> int:
@@ -197,6 +209,8 @@ class UNetConfig:
     with kernel = stride; ``'interpolate'`` uses (bi/tri)linear interpolation followed by a 1x1 convolution.
     It serves the plain U-Net (``unet``, ``classic-unet``) and the attention U-Net (``attention-unet``), whose
     gates add no setting of their own (intermediate channels = half the skip's, as Oktay et al.).
+    ``dropout`` is the probability of channel-wise dropout on the bottleneck features (the encoder's last
+    level, as the 2015 U-Net), active in training only; 0 adds no layer.
     """
 
     ndim: int
@@ -211,13 +225,15 @@ class UNetConfig:
     upsample: str = "transpose"
     convs_per_level: int = 2
     deep_supervision: bool = True
+    dropout: float = 0.0
     name: str = "unet"
 
     # the registry names this config class serves (see medseg.models.registry and medseg.serial)
-    NAMES: ClassVar[tuple[str, ...]] = ("unet", "classic-unet", "attention-unet")
+    NAMES: ClassVar[tuple[str, ...]] = ("unet", "classic-unet", "attention-unet", "unet++")
 
     def __post_init__(self) -> None:
         check_unet_fields(self)
+        check_dropout(self)
 
     @property
     def n_outputs(self) -> int:
@@ -372,9 +388,9 @@ def plan_unet(inputs: ModelInputs) -> UNetConfig:
 
 
 def plan_classic_unet(inputs: ModelInputs) -> UNetConfig:
-    """The 2015 U-Net (:func:`classic_config`, 64 -> 1024 features) with as many levels as the planned
-    U-Net has for this patch and spacing."""
-    depth = len(plan_unet(inputs).features)
+    """The 2015 U-Net (:func:`classic_config`, 64 -> 1024 features): the paper's 5 levels, or fewer when the
+    planned U-Net has fewer for this patch and spacing (more levels would double the widths past 1024)."""
+    depth = min(len(plan_unet(inputs).features), CLASSIC_DEPTH)
     return classic_config(inputs.ndim, inputs.in_channels, inputs.out_channels, depth=depth)
 
 
@@ -382,3 +398,17 @@ def plan_attention_unet(inputs: ModelInputs) -> UNetConfig:
     """The attention U-Net on the planned U-Net's topology (:func:`plan_unet`): same levels, widths,
     kernels and strides, so the two differ only by the gates on the skip connections."""
     return dataclasses.replace(plan_unet(inputs), name="attention-unet")
+
+
+def plan_unetpp(inputs: ModelInputs) -> UNetConfig:
+    """UNet++ on the planned U-Net's topology (:func:`plan_unet`: levels, kernels, strides; its widths on a GPU).
+
+    On a CPU the widths are halved (8 -> 128 instead of 16 -> 256): the nested nodes of the top rows work at
+    full and half resolution on ``j + 1`` concatenated maps, so at the U-Net's widths a CPU training step
+    took 4.2-5.1x (2D, 256 x 256, batch 2) and 3.6-4.5x (3D, 64^3, batch 2) a ``unet`` step; at half the
+    widths it takes 1.15-1.55x and 1.3-1.6x (measured on a 2-core AMD EPYC; docs/models.md). Cutting levels
+    instead (to the paper's 5) saved less (1.8x in 2D) and shrinks the receptive field.
+    """
+    planned = plan_unet(inputs)
+    features = planned.features if inputs.gpu else tuple(max(1, f // 2) for f in planned.features)
+    return dataclasses.replace(planned, features=features, name="unet++")

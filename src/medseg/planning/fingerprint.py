@@ -50,8 +50,12 @@ class Fingerprint:
         return len(self.shapes[0])
 
 
-def fingerprint(dataset: Dataset, *, seed: int = 0, progress: Callable[[], None] | None = None) -> Fingerprint:
-    """Read every labelled case once: shapes, spacings, non-zero crop sizes, foreground intensities."""
+def fingerprint(
+    dataset: Dataset, *, seed: int = 0, progress: Callable[[], None] | None = None, resample_channels: bool = False
+) -> Fingerprint:
+    """Read every labelled case once: shapes, spacings, non-zero crop sizes, foreground intensities.
+    ``resample_channels``: channel files on other grids are resampled onto the first channel's, as
+    preprocessing will, so shapes and spacings are the first channel's."""
     cases = dataset.labelled_cases
     if not cases:
         raise DataError(dataset.root, "no labelled cases", "training needs images with masks")
@@ -59,7 +63,7 @@ def fingerprint(dataset: Dataset, *, seed: int = 0, progress: Callable[[], None]
     shapes, spacings, cropped = [], [], []
     samples: list[list[np.ndarray]] = []
     for case in cases:
-        image, geometry = read_channels(list(case.channels))
+        image, geometry = read_channels(list(case.channels), resample=resample_channels)
         label, _ = read_label(case.label[0])
         if label.shape != image.shape[1:]:
             raise DataError(

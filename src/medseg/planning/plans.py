@@ -19,15 +19,20 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from medseg.config.augment import AugmentConfig
 from medseg.config.plans import ChannelNorm, DataConfig, InferConfig, Plans, TrainConfig
+from medseg.errors import ConfigError
 from medseg.losses.registry import default_loss, loss_entry
-from medseg.models.configs import ModelInputs
-from medseg.models.registry import model_entry
+from medseg.models.configs import ModelConfig, ModelInputs
+from medseg.models.encoder_weights import check_encoder_weights
+from medseg.models.fusion import check_fusion
+from medseg.models.registry import MODELS, model_entry
 from medseg.models.unet_config import plan_unet
 from medseg.planning.fingerprint import Fingerprint, IntensityStats
 
@@ -40,13 +45,19 @@ logger = logging.getLogger(__name__)
 class Budget:
     """What the plan must fit and what the user chose: ``device`` 'cpu' or 'cuda', time in seconds (0 = none),
     epochs (0 = the device's default), the network (a name in :data:`medseg.models.registry.MODELS`) and
-    the loss (terms of :data:`medseg.losses.registry.LOSSES` joined by ``+``; empty = the labelling's default)."""
+    the loss (terms of :data:`medseg.losses.registry.LOSSES` joined by ``+``; empty = the labelling's default),
+    and the network's dropout probability (None: the model's default)."""
 
     device: str = "cpu"
     time_budget_s: float = 0.0
     epochs: int = 0
     model: str = "unet"
+    encoder_weights: str = ""  # a pretrained encoder's weights file ("": none); the model must have an encoder
+    frozen_stages: int = 0  # encoder stages frozen in training (0: none); needs encoder_weights
     loss: str = ""
+    fusion: str = "early"  # how the channels meet: early, intermediate or late (medseg.models.fusion)
+    resample_channels: bool = False  # channel files on other grids: resampled onto the first channel's
+    dropout: float | None = None  # None: the model's default (0, none)
 
 
 def target_spacing(spacings: np.ndarray) -> tuple[float, ...]:
@@ -77,23 +88,36 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     # the patch is a multiple of the planned U-Net's total stride, so no window needs padding
     divisor = plan_unet(inputs).divisor
     patch = tuple(int(math.ceil(p / d) * d) for p, d in zip(inputs.patch_size, divisor, strict=True))
-    model = model_entry(budget.model).plan(replace(inputs, patch_size=patch))
+    entry = model_entry(budget.model)
+    entry.check_ndim(budget.model, fp.ndim)
+    model = entry.plan(replace(inputs, patch_size=patch))
+    check_fusion(budget.fusion, model, replace(inputs, patch_size=patch))
+    if budget.dropout is not None:
+        model = replace(model, dropout=budget.dropout)
+    model = _encoder_weights(model, budget)
     batch = 2 if fp.ndim == 3 else int(np.clip(((4 if gpu else 2) * voxel_budget) // np.prod(patch), 2, 32))
     data = DataConfig(
         ndim=fp.ndim,
         channel_names=fp.channel_names,
         labels=fp.labels,
         target_spacing=spacing,
-        normalization=tuple(
-            _channel_norm(name, s) for name, s in zip(fp.channel_names, fp.foreground_intensity, strict=True)
-        ),
+        normalization=_normalization(fp, pretrained=bool(getattr(model, "encoder_weights", ""))),
         crop_to_nonzero=crop,
         file_ending=fp.file_ending,
+        resample_channels=budget.resample_channels,
     )
     mirror = mirror_axes(fp.ndim, fp.labels.names)
     train = _train_config(fp, budget, batch, mirror, anisotropic=max(spacing) > 3 * min(spacing))
     infer = InferConfig(overlap=0.5, batch_size=batch, mirror_axes=mirror if gpu else ())
-    return Plans(dataset_name=fp.name, data=data, patch_size=patch, model=model, train=train, infer=infer)
+    return Plans(
+        dataset_name=fp.name,
+        data=data,
+        patch_size=patch,
+        model=model,
+        train=train,
+        infer=infer,
+        fusion=budget.fusion,  # type: ignore[arg-type]  # one of FUSIONS: check_fusion passed
+    )
 
 
 def _spacing(fp: Fingerprint, gpu: bool, voxel_budget: int) -> tuple[tuple[float, ...], np.ndarray]:
@@ -161,6 +185,65 @@ def _fit_patch(median_shape: np.ndarray, spacing: tuple[float, ...], voxel_budge
         axis = int(np.argmax(extent))
         patch[axis] = max(8.0, math.floor(patch[axis] * 0.9))
     return tuple(int(p) for p in patch)
+
+
+def _encoder_weights(model: ModelConfig, budget: Budget) -> ModelConfig:
+    """Record the pretrained encoder's file (absolute path, SHA-256) and the frozen stages in the model's
+    config, after checking that the file fits the planned encoder (now, before any run folder exists)."""
+    if not budget.encoder_weights and not budget.frozen_stages:
+        return model
+    if not hasattr(model, "encoder_weights"):
+        names = [n for n, e in MODELS.items() if "encoder_weights" in {f.name for f in fields(e.config)}]
+        raise ConfigError(
+            f"model {model.name!r} has no pretrained encoder for --encoder-weights / --frozen-stages; "
+            f"choose one of {', '.join(sorted(names))}"
+        )
+    if not budget.encoder_weights:
+        raise ConfigError("--frozen-stages freezes pretrained layers: give their file with --encoder-weights")
+    if budget.fusion != "early":
+        raise ConfigError(f"--encoder-weights loads one encoder: use --fusion early, not {budget.fusion!r}")
+    pretrained: Any = model  # a config with encoder fields (checked above)
+    given = Path(budget.encoder_weights).expanduser()  # errors name the path as the user gave it
+    # the config requires a digest with a file; a placeholder until the file has been read and checked
+    planned = replace(pretrained, encoder_weights=str(given), encoder_weights_sha256="0" * 64)
+    planned = replace(planned, frozen_stages=budget.frozen_stages)
+    sha256 = check_encoder_weights(planned)
+    return replace(planned, encoder_weights=str(given.resolve()), encoder_weights_sha256=sha256)
+
+
+# ImageNet's per-channel statistics (RGB), and their means for other channel counts (timm's grey values)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_GREY_MEAN, IMAGENET_GREY_STD = 0.449, 0.226
+_EIGHT_BIT_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".gif")
+
+
+def _normalization(fp: Fingerprint, *, pretrained: bool) -> tuple[ChannelNorm, ...]:
+    """Per channel: as a pretrained encoder expects (``imagenet``) or medseg's own rule (``ct``, ``zscore``)."""
+    pairs = list(zip(fp.channel_names, fp.foreground_intensity, strict=True))
+    if not pretrained:
+        return tuple(_channel_norm(name, stats) for name, stats in pairs)
+    rgb = len(pairs) == 3
+    return tuple(
+        _imagenet_norm(
+            name,
+            stats,
+            fp.file_ending,
+            IMAGENET_MEAN[c] if rgb else IMAGENET_GREY_MEAN,
+            IMAGENET_STD[c] if rgb else IMAGENET_GREY_STD,
+        )
+        for c, (name, stats) in enumerate(pairs)
+    )
+
+
+def _imagenet_norm(name: str, stats: IntensityStats, file_ending: str, mean: float, std: float) -> ChannelNorm:
+    """Which range becomes [0, 1] before ImageNet's ``(x - mean) / std``: 0..255 for 8-bit images, the
+    dataset's foreground 0.5/99.5 percentiles for CT (as ``ct``), each case's own percentiles otherwise
+    (``clip_low == clip_high``: MRI and other arbitrary units)."""
+    if file_ending.lower() in _EIGHT_BIT_SUFFIXES and stats.p00_5 >= 0 and stats.p99_5 <= 255:
+        return ChannelNorm("imagenet", 0.0, 255.0, mean, std)
+    if name.strip().upper() == "CT" and stats.p99_5 > stats.p00_5:
+        return ChannelNorm("imagenet", stats.p00_5, stats.p99_5, mean, std)
+    return ChannelNorm("imagenet", 0.0, 0.0, mean, std)
 
 
 def _channel_norm(name: str, stats: IntensityStats) -> ChannelNorm:

@@ -13,14 +13,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medseg.config.plans import DataConfig
+from medseg.config.plans import ChannelNorm, DataConfig
 from medseg.datasets.records import Case
 from medseg.errors import DataError
 from medseg.io.images import Geometry, read_channels, read_label
 from medseg.preprocessing.checks import check_scan
 from medseg.preprocessing.resample import resample, resample_label
 
-__all__ = ["CaseProperties", "PreprocessedCase", "nonzero_bbox", "normalize", "preprocess_case", "preprocess_image"]
+__all__ = [
+    "CaseProperties",
+    "PreprocessedCase",
+    "imagenet_normalize",
+    "nonzero_bbox",
+    "normalize",
+    "preprocess_case",
+    "preprocess_image",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +52,22 @@ def normalize(image: np.ndarray, data: DataConfig) -> np.ndarray:
         channel = image[c].astype(np.float32)
         if norm.scheme == "ct":
             channel = (np.clip(channel, norm.clip_low, norm.clip_high) - norm.mean) / norm.std
+        elif norm.scheme == "imagenet":
+            channel = imagenet_normalize(channel, norm)
         else:
             channel = (channel - channel.mean()) / max(float(channel.std()), 1e-8)
         out[c] = channel
     return out
+
+
+def imagenet_normalize(channel: np.ndarray, norm: ChannelNorm) -> np.ndarray:
+    """A pretrained encoder's input (float32): clip to ``[clip_low, clip_high]`` (equal: to the channel's
+    own 0.5/99.5 percentiles), map that range to [0, 1], then ``(x - mean) / std`` (ImageNet's)."""
+    low, high = norm.clip_low, norm.clip_high
+    if low == high:
+        low, high = (float(v) for v in np.percentile(channel, (0.5, 99.5)))
+    unit = (np.clip(channel, low, high) - low) / max(high - low, 1e-8)
+    return ((unit - norm.mean) / norm.std).astype(np.float32)
 
 
 def preprocess_image(image: np.ndarray, geometry: Geometry, data: DataConfig) -> tuple[np.ndarray, CaseProperties]:
@@ -66,7 +86,7 @@ def preprocess_image(image: np.ndarray, geometry: Geometry, data: DataConfig) ->
 
 def preprocess_case(case: Case, data: DataConfig) -> PreprocessedCase:
     """Read and preprocess one case (image and, if present, label)."""
-    image, geometry = read_channels(list(case.channels))
+    image, geometry = read_channels(list(case.channels), resample=data.resample_channels)
     check_scan(image, geometry, data, case.channels)  # the file may have changed since `medseg plan` checked it
     array, props = preprocess_image(image, geometry, data)
     props = CaseProperties(

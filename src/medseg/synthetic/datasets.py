@@ -10,6 +10,7 @@ import numpy as np
 
 from medseg.datasets.dataset import write_layout
 from medseg.datasets.records import CaseArrays, DatasetMeta
+from medseg.errors import ConfigError
 from medseg.io.images import Geometry
 from medseg.labels import LabelSpec
 from medseg.synthetic.phantom import LABEL_NAMES, OVERLAP_NAMES, SyntheticCase, SyntheticSpec, make_cases
@@ -41,6 +42,7 @@ def write_dataset(
     layout: str = "msd",
     overlapping: bool = False,
     n_test: int = 0,
+    n_channels: int = 1,
 ) -> Path:
     """Write ``n_cases`` labelled (and ``n_test`` unlabelled) synthetic cases under ``out`` in ``layout``
     ('msd', 'nnunet' or 'folder'); one channel named CT, labels :data:`LABEL_NAMES` or, with
@@ -48,7 +50,12 @@ def write_dataset(
 
     Volumes are written as NIfTI; the folder layout of 2D cases uses 16-bit PNG with HU + 1024 (as many
     tutorials store CT slices), so it exercises the PNG path.
+
+    ``n_channels`` > 1 (nnU-Net or MSD layout) adds MR-like channels for multi-modal tests: channel ``c``
+    is a smooth monotone remap of the CT image onto ``0 .. 1000 c`` (:func:`mr_like`), named ``MR<c>``.
     """
+    if n_channels < 1 or (n_channels > 1 and layout == "folder"):
+        raise ConfigError(f"n_channels = {n_channels}: give 1, or more with the nnunet or msd layout")
     png = layout == "folder" and spec.ndim == 2
     cases = make_cases(spec, n_cases + n_test, seed)
 
@@ -57,14 +64,21 @@ def write_dataset(
             image = np.clip(case.image + 1024, 0, 65535).astype(np.uint16) if png else case.image
             label: np.ndarray | None = overlapping_masks(case) if overlapping else case.label
             geometry = Geometry.identity(spec.ndim, None if png else case.spacing)
-            yield CaseArrays(f"case_{i:03d}", image[None], geometry, label if i < n_cases else None)
+            channels = np.stack([image, *(mr_like(case.image, c) for c in range(1, n_channels))])
+            yield CaseArrays(f"case_{i:03d}", channels, geometry, label if i < n_cases else None)
 
     label_names = dict(enumerate(OVERLAP_NAMES, start=1)) if overlapping else dict(LABEL_NAMES)
     meta = DatasetMeta(
         name=f"synthetic_ct_{spec.ndim}d",
         labels=LabelSpec(label_names, tuple(label_names), overlapping),
-        channel_names=("CT",),
+        channel_names=("CT", *(f"MR{c}" for c in range(1, n_channels))),
         file_ending=".png" if png else ".nii.gz",
         description=f"medseg synthetic CT-like {spec.ndim}D cases, seed {seed}",
     )
     return write_layout(Path(out), layout, arrays(), meta)
+
+
+def mr_like(hu: np.ndarray, c: int) -> np.ndarray:
+    """An MR-like float32 channel of the same anatomy: ``500 c (1 + tanh((HU + 400) / (150 c)))``, a smooth
+    monotone remap on a scale unlike CT's (0 .. 1000 c), with a contrast that differs per ``c``."""
+    return (500.0 * c * (1.0 + np.tanh((hu + 400.0) / (150.0 * c)))).astype(np.float32)

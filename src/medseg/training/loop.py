@@ -6,7 +6,8 @@ continues from ``checkpoint_last`` exactly: weights, optimiser, AMP scaler, epoc
 restored, and the data stream is a pure function of (seed, patch index), so an interrupted run ends where
 an uninterrupted one would.
 
-The network comes from :data:`medseg.models.registry.MODELS` (``plans.model.name``), the loss from
+The network comes from :data:`medseg.models.registry.MODELS` (``plans.model.name``), built for the planned
+multi-modal fusion (``plans.fusion``, :func:`medseg.models.fusion.build_network`), the loss from
 :data:`medseg.losses.registry.LOSSES` (``plans.train.loss``); a loss that needs extra targets gets them from
 the loader in each :class:`~medseg.training.batches.Batch`.
 """
@@ -31,7 +32,8 @@ from medseg.evaluation.metrics import dice
 from medseg.fileutil import atomic_write_text
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_logits
 from medseg.losses.registry import LossSettings, build_loss, loss_entry
-from medseg.models.registry import build_model
+from medseg.models.encoder_weights import load_encoder_weights
+from medseg.models.fusion import build_network
 from medseg.preprocessing.forward import PreprocessedCase
 from medseg.run import RunDir
 from medseg.training.amp import amp_dtype, measure_cpu_amp
@@ -96,10 +98,13 @@ def _session(plans: Plans, run: RunDir, device: torch.device, resume: bool) -> _
     cfg = plans.train
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
-    model = build_model(plans.model, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model = build_network(plans.model, plans.fusion, generator=generator).to(device)
+    if not (resume and run.checkpoint("last").exists()):  # a resumed run's checkpoint holds them
+        load_encoder_weights(model, plans.model)  # pretrained encoder weights, if the plans name a file
     overlapping = plans.data.labels.overlapping
     extras = loss_entry(cfg.loss, overlapping=overlapping).requires
-    settings = LossSettings(include_background=cfg.include_background, batch_dice=cfg.batch_dice)
+    settings = LossSettings(cfg.include_background, cfg.batch_dice, cfg.loss_params)
     loss_fn = build_loss(cfg.loss, settings, overlapping=overlapping, n_outputs=plans.model.n_outputs)
     if cfg.amp == "auto" and device.type == "cpu" and not cfg.deterministic:
         image, target, extra = _example_batch(plans, extras)

@@ -30,8 +30,26 @@ logger = logging.getLogger("medseg")
 ModelOption = Annotated[
     str,
     typer.Option(
-        help="Network: unet (nnU-Net-style, planned), classic-unet (the 2015 U-Net), residual-unet "
-        "(nnU-Net's residual encoder) or attention-unet (Oktay et al.'s attention gates); see docs/models.md."
+        help="Network, e.g. unet (nnU-Net-style, planned), classic-unet, residual-unet, attention-unet, unet++, "
+        "resnet34-unet, mobilenet-unet, segresnet, unetr, swin-unetr, vnet; `medseg models` lists them all "
+        "(docs/models.md)."
+    ),
+]
+EncoderWeightsOption = Annotated[
+    str,
+    typer.Option(
+        help="Pretrained encoder weights (.pth, .pt or .safetensors, e.g. torchvision's or timm's ImageNet "
+        "ResNet) for resnet18/34/50-unet; checked and recorded (path, SHA-256) in plans.json, loaded at the "
+        "start of training; inputs are then normalised as ImageNet's.",
+    ),
+]
+FrozenStagesOption = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        max=5,
+        help="Encoder stages to freeze in training, with --encoder-weights: 0 none, 1 the stem, 2 stem and "
+        "layer1, ... 5 all (no gradient, batch norms in eval mode).",
     ),
 ]
 LossOption = Annotated[
@@ -40,6 +58,41 @@ LossOption = Annotated[
         help="Loss terms joined by '+': dice, ce, bce, focal, tversky, focal-tversky, boundary, hausdorff "
         "(default: dice+ce; dice+bce for overlapping structures; see docs/losses.md)."
     ),
+]
+FusionOption = Annotated[
+    str,
+    typer.Option(
+        help="How several channels (modalities) meet: early (stacked into one network), intermediate (one "
+        "encoder per modality, fused at every level; U-Net family) or late (one network per modality, logits "
+        "averaged); see docs/models.md."
+    ),
+]
+ResampleChannelsOption = Annotated[
+    bool,
+    typer.Option(
+        "--resample-channels",
+        help="Resample channel files on different grids (shape, spacing, orientation) onto the first "
+        "channel's grid instead of refusing them; recorded in plans.json.",
+    ),
+]
+WeightDecayOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.0, help="Optimiser weight decay (default: as planned, 3e-5)."),
+]
+DropoutOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.0, max=0.95, help="Dropout probability in the network, e.g. 0.3-0.5 (default: 0, none)."),
+]
+ClassWeightsOption = Annotated[
+    str,
+    typer.Option(
+        help="Cross-entropy class weights, comma-separated, one per class (background first) or per structure, "
+        "e.g. 0.5,1,2 (default: unweighted)."
+    ),
+]
+BatchDiceOption = Annotated[
+    Optional[bool],  # noqa: UP045
+    typer.Option("--batch-dice/--sample-dice", help="Dice over the whole batch or per sample (default: per sample)."),
 ]
 
 
@@ -60,11 +113,12 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show de
 def check(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (MSD, nnU-Net v2, or images/ + masks/).")],
     per_case: Annotated[bool, typer.Option("--per-case/--summary", help="Print one table row per case.")] = True,
+    resample_channels: ResampleChannelsOption = False,
 ) -> None:
     """Validate every case; print a table and every problem. Exit 0 if clean, 1 if problems were found."""
     from medseg.apps.cli.views import check_command
 
-    raise typer.Exit(check_command(dataset, per_case=per_case))
+    raise typer.Exit(check_command(dataset, per_case=per_case, resample_channels=resample_channels))
 
 
 @app.command()
@@ -129,8 +183,16 @@ def train(
         typer.Option(help="auto, off, bf16 or fp16 (auto: bf16/fp16 on CUDA; on CPU bf16 if measured faster)."),
     ] = "",
     val_every: Annotated[int, typer.Option(min=0, help="Validate every N epochs (0: as planned).")] = 0,
+    weight_decay: WeightDecayOption = None,
+    dropout: DropoutOption = None,
+    class_weights: ClassWeightsOption = "",
+    batch_dice: BatchDiceOption = None,
     model: ModelOption = "unet",
+    encoder_weights: EncoderWeightsOption = "",
+    frozen_stages: FrozenStagesOption = 0,
     loss: LossOption = "",
+    fusion: FusionOption = "early",
+    resample_channels: ResampleChannelsOption = False,
 ) -> None:
     """Plan, preprocess and train a U-Net; then predict, evaluate and report the held-out fold."""
     from medseg import TrainOptions
@@ -150,10 +212,33 @@ def train(
         schedule=schedule,
         amp=amp,
         val_every=val_every,
+        weight_decay=weight_decay,
+        dropout=dropout,
+        class_weights=_numbers("--class-weights", class_weights),
+        batch_dice=batch_dice,
         model=model,
+        encoder_weights=encoder_weights,
+        frozen_stages=frozen_stages,
         loss=loss,
+        fusion=fusion,
+        resample_channels=resample_channels,
     )
     train_command(dataset, out, options)
+
+
+@app.command()
+def models() -> None:
+    """List the networks `--model` accepts: name, the data it supports, what it is."""
+    from rich.console import Console
+    from rich.table import Table
+
+    import medseg
+
+    table = Table("model", "data", "what it is")
+    for name in sorted(medseg.MODELS):
+        entry = medseg.MODELS[name]
+        table.add_row(name, " ".join(f"{n}D" for n in entry.ndims), entry.description)
+    Console().print(table)
 
 
 @app.command()
@@ -165,8 +250,16 @@ def plan(
     seed: Annotated[int, typer.Option(help="Seed of weights, split and data sampling.")] = 0,
     device: Annotated[str, typer.Option(help="Plan for this device: auto, cpu or cuda.")] = "auto",
     epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the device's default).")] = 0,
+    weight_decay: WeightDecayOption = None,
+    dropout: DropoutOption = None,
+    class_weights: ClassWeightsOption = "",
+    batch_dice: BatchDiceOption = None,
     model: ModelOption = "unet",
+    encoder_weights: EncoderWeightsOption = "",
+    frozen_stages: FrozenStagesOption = 0,
     loss: LossOption = "",
+    fusion: FusionOption = "early",
+    resample_channels: ResampleChannelsOption = False,
 ) -> None:
     """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`)."""
     from rich.console import Console
@@ -175,7 +268,21 @@ def plan(
     from medseg.apps.cli.views import TrainingView
 
     options = medseg.TrainOptions(
-        fold=fold, folds=folds, seed=seed, device=device, epochs=epochs, model=model, loss=loss
+        fold=fold,
+        folds=folds,
+        seed=seed,
+        device=device,
+        epochs=epochs,
+        weight_decay=weight_decay,
+        dropout=dropout,
+        class_weights=_numbers("--class-weights", class_weights),
+        batch_dice=batch_dice,
+        model=model,
+        encoder_weights=encoder_weights,
+        frozen_stages=frozen_stages,
+        loss=loss,
+        fusion=fusion,
+        resample_channels=resample_channels,
     )
     with TrainingView() as view:
         plans = medseg.plan(dataset, out, options, medseg.Callbacks(on_step=view.step))
@@ -223,6 +330,14 @@ def predict(
     min_voxels: Annotated[int, typer.Option(min=0, help="Remove components smaller than this.")] = 0,
     fill_holes: Annotated[bool, typer.Option(help="Fill enclosed holes in each class.")] = False,
     continue_: Annotated[bool, typer.Option("--continue", help="Skip inputs whose prediction already exists.")] = False,
+    resample_channels: Annotated[
+        bool,
+        typer.Option(
+            "--resample-channels",
+            help="Resample channel files on different grids onto the first channel's (always on when the run "
+            "was planned with --resample-channels).",
+        ),
+    ] = False,
 ) -> None:
     """Segment scans with a trained run; outputs keep each input's format, geometry and file name."""
     from medseg import PostProcessing, PredictOptions
@@ -237,6 +352,7 @@ def predict(
         save_probabilities=save_probabilities,
         postprocessing=post,
         skip_existing=continue_,
+        resample_channels=resample_channels,
     )
     predict_command(run, inputs, output, device, options)
 
@@ -289,6 +405,16 @@ def _duration(text: str) -> float:
         raise typer.BadParameter(f"cannot read duration '{text}' (examples: 90s, 10m, 1h30m)")
     h, m, s = (float(g) if g else 0.0 for g in parts.groups())
     return h * 3600 + m * 60 + s
+
+
+def _numbers(flag: str, text: str) -> tuple[float, ...]:
+    """'0.5,1,2' -> (0.5, 1.0, 2.0) (empty for empty)."""
+    try:
+        return tuple(float(part) for part in text.split(",")) if text.strip() else ()
+    except ValueError:
+        raise typer.BadParameter(
+            f"cannot read {flag} {text!r}: give numbers separated by commas, e.g. 0.5,1,2"
+        ) from None
 
 
 def main() -> None:

@@ -34,12 +34,12 @@ def progress_bar(description: str, total: int, console: Console | None = None) -
         yield lambda: progress.advance(task)
 
 
-def check_command(root: Path, *, per_case: bool = True) -> int:
+def check_command(root: Path, *, per_case: bool = True, resample_channels: bool = False) -> int:
     """Run ``medseg check``; return the exit code (0 clean, 1 problems)."""
     console = Console()
     dataset = medseg.load_dataset(root)
     with progress_bar("checking", len(dataset.cases) + len(dataset.test_cases)) as advance:
-        report = medseg.check_dataset(dataset, progress=advance)
+        report = medseg.check_dataset(dataset, progress=advance, resample_channels=resample_channels)
     if per_case:
         console.print(_case_table(report))
     console.print(_summary_table(report))
@@ -191,7 +191,8 @@ def _print_metrics(path: Path, title: str) -> None:
 def predict_command(run: Path, inputs: Path, output: Path, device: str, options: Any) -> None:
     files = medseg.find_scans(inputs)
     predictor = medseg.Predictor.from_run(run, medseg.resolve_device(device), options)
-    groups = medseg.group_channels(files, len(predictor.plans.data.channel_names))
+    names = predictor.plans.data.channel_names
+    groups = medseg.group_channels(files, len(names), names)  # a case lacking a channel: refused before any is written
     with progress_bar("predicting", len(groups)) as advance:
         written = predictor.predict_files(groups, output, advance)
     Console().print(f"wrote {len(written)} file(s) to {output}")
