@@ -40,7 +40,7 @@ from medseg.models.blocks import (
     upsample_layer,
 )
 from medseg.models.mobile_unet_config import MobileUNetConfig
-from medseg.models.unet import Decoder, OutputHeads
+from medseg.models.unet import Decoder, Encoder, OutputHeads
 from medseg.models.unet_config import UNetTopology
 
 __all__ = ["InvertedResidual", "MobileEncoder", "MobileUNet", "SeparableConv", "SeparableDecoderStage", "mobile_level"]
@@ -157,19 +157,9 @@ def mobile_level(config: MobileUNetConfig, level: int) -> nn.Sequential:
     return nn.Sequential(*first, *blocks)
 
 
-class MobileEncoder(nn.Module):
-    """``(B, in_channels, *spatial)`` -> per level ``l``: ``(B, features[l], *spatial / scale[l])``."""
-
-    def __init__(self, config: MobileUNetConfig) -> None:
-        super().__init__()
-        self.levels = nn.ModuleList(mobile_level(config, level) for level in range(len(config.features)))
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        features: list[Tensor] = []
-        for level in self.levels:
-            x = level(x)
-            features.append(x)
-        return features
+def MobileEncoder(config: MobileUNetConfig) -> Encoder:
+    """The U-Net's :class:`~medseg.models.unet.Encoder` over inverted-residual levels (:func:`mobile_level`)."""
+    return Encoder(config, level=mobile_level)
 
 
 class MobileUNet(nn.Module):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,11 +38,14 @@ __all__ = ["Decoder", "Encoder", "OutputHeads", "UNet"]
 
 
 class Encoder(nn.Module):
-    """``(B, in_channels, *spatial)`` -> per level ``l``: ``(B, features[l], *spatial / scale[l])``."""
+    """``(B, in_channels, *spatial)`` -> per level ``l``: ``(B, features[l], *spatial / scale[l])``.
 
-    def __init__(self, config: UNetTopology) -> None:
+    ``level(config, l)`` builds level ``l`` (default: the U-Net's conv stack; the light U-Net passes its
+    inverted-residual levels)."""
+
+    def __init__(self, config: UNetTopology, level: Callable[[Any, int], nn.Module] = downsample_level) -> None:
         super().__init__()
-        self.levels = nn.ModuleList(downsample_level(config, level) for level in range(len(config.features)))
+        self.levels = nn.ModuleList(level(config, i) for i in range(len(config.features)))
 
     def forward(self, x: Tensor) -> list[Tensor]:
         features: list[Tensor] = []
