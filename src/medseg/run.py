@@ -35,27 +35,46 @@ from typing import Any, Literal
 import torch
 
 from medseg.config.plans import Plans, load_plans, save_plans
-from medseg.errors import DataError
+from medseg.config.postprocessing import PostProcessing
+from medseg.errors import ConfigError, DataError
 from medseg.evaluation.evaluate import METRICS_JSON
 from medseg.fileutil import atomic_path, atomic_write_json, path_problem
+from medseg.serial import from_dict, to_dict
+from medseg.splits import SPLITS_JSON
 
-__all__ = ["RunDir", "RunRecord", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CROSSVAL_JSON",
+    "ENSEMBLE_JSON",
+    "Candidate",
+    "CrossValDir",
+    "EnsembleRecord",
+    "RunDir",
+    "RunRecord",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
 Checkpoint = Literal["best", "last"]
 _CHECKPOINTS: dict[str, str] = {"best": "checkpoint_best.pt", "last": "checkpoint_last.pt"}
 _CHECKSUM = "sha256"  # checkpoint key of the content's digest
+CROSSVAL_JSON, ENSEMBLE_JSON = "crossval.json", "ensemble.json"
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """What ``dataset.json`` of a run says: the dataset folder, its layout and the split (case ids)."""
+    """What ``dataset.json`` of a run says: the dataset folder, its layout and the split (case ids).
+
+    ``cache`` is the preprocessing folder relative to the run folder when it is shared (a fold of a
+    cross-validation uses ``../preprocessed``); empty: the run's own ``preprocessed/``.
+    """
 
     root: Path
     layout: str
     train: tuple[str, ...]
     validation: tuple[str, ...]
+    cache: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,11 @@ class RunDir:
 
     @property
     def preprocessed(self) -> Path:
+        """The preprocessing cache: the run's own folder, or the shared one its record names."""
+        if self.record_path.is_file():
+            cache = self.load_record().cache
+            if cache:
+                return (self.path / cache).resolve()
         return self.path / "preprocessed"
 
     @property
@@ -110,7 +134,13 @@ class RunDir:
         """Read ``dataset.json``; a missing or damaged file is a one-line :class:`DataError`."""
         try:
             data = json.loads(self.record_path.read_text(encoding="utf-8"))
-            return RunRecord(Path(data["root"]), str(data["layout"]), tuple(data["train"]), tuple(data["validation"]))
+            return RunRecord(
+                Path(data["root"]),
+                str(data["layout"]),
+                tuple(data["train"]),
+                tuple(data["validation"]),
+                str(data.get("cache", "")),
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(self.record_path, f"missing or damaged run record ({exc})", "plan the run again") from exc
 
@@ -131,6 +161,7 @@ class RunDir:
             "layout": record.layout,
             "train": list(record.train),
             "validation": list(record.validation),
+            **({"cache": record.cache} if record.cache else {}),
         }
         with atomic_path(self.path) as tmp:
             tmp.mkdir(parents=True)
@@ -144,6 +175,94 @@ class RunDir:
 
     def load_checkpoint(self, which: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         return load_checkpoint(self.checkpoint(which), map_location)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration or ensemble compared by ``medseg find-best``: its members and out-of-fold Dice."""
+
+    members: tuple[str, ...]
+    dice: float
+
+
+@dataclass(frozen=True)
+class EnsembleRecord:
+    """What predicts together and how it scored out of fold: ``crossval.json`` of a cross-validation (members:
+    its fold folders) and ``ensemble.json`` written by ``medseg find-best`` (members: cross-validation folders).
+
+    Member paths are relative to the record's folder or absolute. ``postprocessing`` is the sequence of steps
+    chosen on the out-of-fold predictions (empty: none raised Dice); ``dice`` and ``dice_postprocessed`` are
+    the mean foreground Dice over out-of-fold cases and classes before and after it.
+    """
+
+    members: tuple[str, ...]
+    postprocessing: tuple[PostProcessing, ...] = ()
+    dice: float | None = None
+    dice_postprocessed: float | None = None
+    candidates: tuple[Candidate, ...] = ()
+    version: int = 1
+
+    def member_paths(self, folder: Path) -> list[Path]:
+        return [(Path(folder) / m).resolve() for m in self.members]
+
+    def save(self, path: Path) -> None:
+        atomic_write_json(path, to_dict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> EnsembleRecord:
+        """Read a record; a missing or damaged file is one :class:`DataError`."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return from_dict(cls, data, Path(path).name)
+        except (OSError, ValueError) as exc:
+            raise DataError(path, f"missing or damaged record ({exc})") from exc
+        except ConfigError as exc:
+            raise DataError(path, str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class CrossValDir:
+    """A cross-validation folder: the plans every fold trains with, the split, one run folder per fold::
+
+    plans.json  dataset.json   the plans (fold aside) and every labelled case, as in a run folder
+    splits.json                the folds (nnU-Net's format; edit it before training)
+    preprocessed/              the preprocessing cache all folds share
+    fold_0/ fold_1/ ...        ordinary run folders; their validation/ holds the out-of-fold predictions
+    crossval/                  metrics.json, metrics.csv over every out-of-fold case
+    crossval.json              the folds that finished, out-of-fold Dice, the post-processing chosen
+    """
+
+    path: Path
+
+    @staticmethod
+    def holds(path: Path) -> bool:
+        """Whether ``path`` is a cross-validation folder (it has a ``splits.json``)."""
+        return (Path(path) / SPLITS_JSON).is_file()
+
+    @property
+    def root(self) -> RunDir:
+        """The folder as a run folder: its plans.json, dataset.json and preprocessed/."""
+        return RunDir(self.path)
+
+    @property
+    def splits_path(self) -> Path:
+        return self.path / SPLITS_JSON
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / CROSSVAL_JSON
+
+    @property
+    def out_of_fold(self) -> Path:
+        return self.path / "crossval"
+
+    def fold(self, k: int) -> RunDir:
+        return RunDir(self.path / f"fold_{k}")
+
+    def trained_folds(self) -> list[RunDir]:
+        """Fold folders with a best checkpoint, in fold order."""
+        folds = [RunDir(p) for p in self.path.glob("fold_*") if p.is_dir() and p.name[5:].isdigit()]
+        return sorted((f for f in folds if f.checkpoint("best").is_file()), key=lambda f: int(f.path.name[5:]))
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from medseg.config.plans import Plans
@@ -22,23 +21,26 @@ from medseg.datasets.check import check_dataset
 from medseg.datasets.dataset import load_dataset
 from medseg.datasets.records import Case, Dataset
 from medseg.device import resolve_device
-from medseg.errors import ConfigError, DataError
+from medseg.errors import DataError
 from medseg.evaluation.evaluate import EvalPair, evaluate_pairs, write_metrics
 from medseg.evaluation.run_report import write_run_report
-from medseg.inference.predictor import Predictor
+from medseg.inference.predictor import PredictOptions, Predictor
 from medseg.models.fusion import check_fusion_channels
 from medseg.planning.fingerprint import fingerprint
 from medseg.planning.plans import Budget, make_plans
 from medseg.preprocessing.cache import load_preprocessed, preprocess_dataset
 from medseg.preprocessing.forward import PreprocessedCase
-from medseg.run import RunDir, RunRecord
+from medseg.run import CrossValDir, RunDir, RunRecord
+from medseg.splits import split_cases
 from medseg.training.loop import EpochResult, TrainCallbacks, fit
 
 __all__ = [
     "Callbacks",
     "TrainOptions",
+    "checked_plans",
     "evaluate_run",
     "plan_run",
+    "preprocess_cases",
     "preprocess_run",
     "require_clean",
     "split_cases",
@@ -81,6 +83,7 @@ class TrainOptions:
     loss: str = ""
     fusion: str = "early"  # how the channels meet in the network: early, intermediate, late (models/fusion.py)
     resample_channels: bool = False  # channel files of a case on other grids: resampled onto the first's
+    all_folds: bool = False  # train every fold of a `folds`-fold cross-validation (medseg.crossval)
 
 
 @dataclass(frozen=True)
@@ -104,18 +107,6 @@ class Callbacks:
 
     def training(self) -> TrainCallbacks:
         return TrainCallbacks(self.on_iteration, self.on_epoch, self.should_stop)
-
-
-def split_cases(case_ids: Sequence[str], folds: int, fold: int, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic k-fold split of ``case_ids``: (training ids, validation ids) of ``fold``."""
-    if not 0 <= fold < folds:
-        raise ConfigError(f"fold {fold} must be in 0..{folds - 1}")
-    ids = sorted(case_ids)
-    if len(ids) < 2:
-        raise DataError(Path(ids[0] if ids else "."), "training needs at least 2 labelled cases")
-    order = np.random.default_rng(seed).permutation(len(ids))
-    val = sorted(ids[i] for i in order[fold::folds])
-    return [i for i in ids if i not in set(val)], val
 
 
 def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance: Any) -> Plans:
@@ -175,17 +166,25 @@ def require_clean(
         raise DataError(first.path, first.message + more, "run `medseg check` on the dataset to list them all")
 
 
-def plan_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callbacks: Callbacks | None = None) -> Plans:
-    """Check the dataset, fingerprint it, plan, split; write ``plans.json`` and ``dataset.json`` into a new
-    ``run_dir`` (nothing is written when any step fails)."""
-    cb, run = callbacks or Callbacks(), RunDir(Path(run_dir))
-    run.require_new()
+def checked_plans(
+    dataset_root: Path, options: TrainOptions, callbacks: Callbacks | None = None
+) -> tuple[Dataset, Plans]:
+    """Load and check the dataset, fingerprint it and plan (nothing is written)."""
+    cb = callbacks or Callbacks()
     dataset = load_dataset(dataset_root)
     check_fusion_channels(options.fusion, len(dataset.channel_names))  # before reading every case
     checking = cb.step("check", len(dataset.cases) + len(dataset.test_cases))
     require_clean(dataset, checking, resample_channels=options.resample_channels)
     device = resolve_device(options.device)
-    plans = _plan(dataset, options, device, cb.step("fingerprint", len(dataset.labelled_cases)))
+    return dataset, _plan(dataset, options, device, cb.step("fingerprint", len(dataset.labelled_cases)))
+
+
+def plan_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callbacks: Callbacks | None = None) -> Plans:
+    """Check the dataset, fingerprint it, plan, split; write ``plans.json`` and ``dataset.json`` into a new
+    ``run_dir`` (nothing is written when any step fails)."""
+    run = RunDir(Path(run_dir))
+    run.require_new()
+    dataset, plans = checked_plans(dataset_root, options, callbacks)
     ids = [c.case_id for c in dataset.labelled_cases]
     train_ids, val_ids = split_cases(ids, options.folds, options.fold, options.seed)
     run.create(plans, RunRecord(Path(dataset_root).resolve(), dataset.layout, tuple(train_ids), tuple(val_ids)))
@@ -197,12 +196,13 @@ def preprocess_run(run_dir: Path, callbacks: Callbacks | None = None) -> dict[st
     run = RunDir(Path(run_dir))
     record = run.load_record()
     dataset = load_dataset(record.root)
-    return _preprocess(run, run.load_plans(), dataset, [*record.train, *record.validation], callbacks)
+    return preprocess_cases(run, run.load_plans(), dataset, [*record.train, *record.validation], callbacks)
 
 
-def _preprocess(
+def preprocess_cases(
     run: RunDir, plans: Plans, dataset: Dataset, ids: list[str], callbacks: Callbacks | None
 ) -> dict[str, PreprocessedCase]:
+    """Fill (or reuse) ``run``'s preprocessing cache with the cases ``ids``; return them by id."""
     by_id = {c.case_id: c for c in dataset.labelled_cases}
     missing = [i for i in ids if i not in by_id]
     if missing:
@@ -213,10 +213,20 @@ def _preprocess(
     return {p.stem: load_preprocessed(p) for p in paths}
 
 
-def train_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callbacks: Callbacks | None = None) -> Path:
+def train_run(
+    dataset_root: Path,
+    run_dir: Path,
+    options: TrainOptions,
+    callbacks: Callbacks | None = None,
+    *,
+    save_probabilities: bool = False,
+) -> Path:
     """Plan (unless ``run_dir`` holds plans already, from ``medseg plan`` or an interrupted run), preprocess,
-    train, then predict and evaluate the validation split."""
+    train, then predict and evaluate the validation split (with ``save_probabilities`` also writing the
+    validation cases' probabilities, as a cross-validation needs)."""
     cb, run = callbacks or Callbacks(), RunDir(Path(run_dir))
+    if CrossValDir.holds(run.path):
+        raise DataError(run.path, "this is a cross-validation folder", "train it with --folds all")
     device = resolve_device(options.device)
     started = run.started
     if started and not options.resume:
@@ -227,7 +237,7 @@ def train_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callback
         plan_run(dataset_root, run.path, options, cb)
     plans, record = run.load_plans(), run.load_record()
     dataset = load_dataset(record.root)  # one dataset scan for preprocessing and evaluation
-    loaded = _preprocess(run, plans, dataset, [*record.train, *record.validation], cb)
+    loaded = preprocess_cases(run, plans, dataset, [*record.train, *record.validation], cb)
     train = [loaded[i] for i in record.train]
     fit(
         plans,
@@ -239,16 +249,22 @@ def train_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callback
         callbacks=cb.training(),
     )
     by_id = {c.case_id: c for c in dataset.labelled_cases}
-    evaluate_run(run.path, [by_id[i] for i in record.validation], device=device, callbacks=cb)
+    cases = [by_id[i] for i in record.validation]
+    evaluate_run(run.path, cases, device=device, callbacks=cb, save_probabilities=save_probabilities)
     return run.path
 
 
 def evaluate_run(
-    run_dir: Path, cases: Sequence[Case], *, device: torch.device, callbacks: Callbacks | None = None
+    run_dir: Path,
+    cases: Sequence[Case],
+    *,
+    device: torch.device,
+    callbacks: Callbacks | None = None,
+    save_probabilities: bool = False,
 ) -> dict[str, Any]:
     """Predict ``cases`` with the best checkpoint into the run's ``validation/``, evaluate, write the report."""
     cb, run = callbacks or Callbacks(), RunDir(Path(run_dir))
-    predictor = Predictor.from_run(run.path, device)
+    predictor = Predictor.from_run(run.path, device, PredictOptions(save_probabilities=save_probabilities))
     predictor.predict_files(
         [(c.case_id, c.channels) for c in cases], run.validation, cb.step("predict validation", len(cases))
     )

@@ -23,6 +23,7 @@ of the classes. On a single-class label map this equals ``scipy.ndimage.binary_f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage
@@ -33,6 +34,8 @@ from medseg.errors import ConfigError
 __all__ = [
     "apply_postprocessing",
     "apply_postprocessing_mask",
+    "apply_steps",
+    "apply_steps_masks",
     "fill_holes",
     "fill_holes_mask",
     "keep_largest_component",
@@ -143,6 +146,8 @@ def fill_holes(labels: np.ndarray, classes: Sequence[int] | None = None) -> np.n
 def apply_postprocessing(labels: np.ndarray, config: PostProcessing) -> np.ndarray:
     """Apply ``config`` to a label map ``(*spatial)``; returns a new array of the same dtype."""
     out = np.array(labels, copy=True)
+    if config.foreground_component:
+        out[~largest_component_mask(out != 0)] = 0
     if config.min_voxels > 0:
         out = remove_small_components(out, config.min_voxels, config.classes)
     if config.largest_component:
@@ -153,7 +158,8 @@ def apply_postprocessing(labels: np.ndarray, config: PostProcessing) -> np.ndarr
 
 
 def apply_postprocessing_mask(mask: np.ndarray, config: PostProcessing) -> np.ndarray:
-    """Apply ``config`` to one boolean mask ``(*spatial)`` (``config.classes`` is ignored)."""
+    """Apply ``config`` to one boolean mask ``(*spatial)`` (``config.classes`` is ignored; so is
+    ``foreground_component``, which on one mask is ``largest_component``)."""
     out = np.asarray(mask, dtype=bool)
     if config.min_voxels > 0:
         out = remove_small_components_mask(out, config.min_voxels)
@@ -162,3 +168,25 @@ def apply_postprocessing_mask(mask: np.ndarray, config: PostProcessing) -> np.nd
     if config.fill_holes:
         out = fill_holes_mask(out)
     return out.copy() if out is mask else out
+
+
+def apply_steps(labels: np.ndarray, steps: Sequence[PostProcessing]) -> np.ndarray:
+    """Apply each step of ``steps`` in order to a label map ``(*spatial)`` (a new array)."""
+    out = np.array(labels, copy=True)
+    for step in steps:
+        out = apply_postprocessing(out, step)
+    return out
+
+
+def apply_steps_masks(masks: np.ndarray, steps: Sequence[PostProcessing]) -> np.ndarray:
+    """Apply ``steps`` in order to overlapping structures ``(K, *spatial)`` (uint8 or bool, a new uint8 array):
+    a step's ``classes`` are structure indices (``None``: every structure); ``foreground_component`` keeps
+    the largest component of the union of the structures."""
+    out = np.asarray(masks).astype(bool)
+    for step in steps:
+        if step.foreground_component:
+            out = out & largest_component_mask(out.any(axis=0))[None]
+        per_structure = replace(step, foreground_component=False)
+        for k in range(out.shape[0]) if step.classes is None else step.classes:
+            out[k] = apply_postprocessing_mask(out[k], per_structure)
+    return out.astype(np.uint8)

@@ -67,6 +67,16 @@ FusionOption = Annotated[
         "averaged); see docs/models.md."
     ),
 ]
+FoldOption = Annotated[
+    str, typer.Option(help="Cross-validation fold held out for validation, or all (train every fold).")
+]
+FoldsOption = Annotated[
+    str,
+    typer.Option(
+        help="Number of cross-validation folds, or all: train every fold of a 5-fold split (RUN/splits.json, "
+        "out-of-fold metrics, post-processing chosen on them; `medseg predict RUN` ensembles the folds)."
+    ),
+]
 ResampleChannelsOption = Annotated[
     bool,
     typer.Option(
@@ -168,8 +178,8 @@ def train(
         str, typer.Option(help="Stop cleanly when this much training time is spent, e.g. 10m, 1h30m, 90s.")
     ] = "",
     iterations: Annotated[int, typer.Option(min=0, help="Iterations per epoch (0: as planned).")] = 0,
-    fold: Annotated[int, typer.Option(min=0, help="Cross-validation fold held out for validation.")] = 0,
-    folds: Annotated[int, typer.Option(min=2, help="Number of cross-validation folds.")] = 5,
+    fold: FoldOption = "0",
+    folds: FoldsOption = "5",
     seed: Annotated[int, typer.Option(help="Seed of weights, split and data sampling.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
@@ -194,16 +204,18 @@ def train(
     fusion: FusionOption = "early",
     resample_channels: ResampleChannelsOption = False,
 ) -> None:
-    """Plan, preprocess and train a U-Net; then predict, evaluate and report the held-out fold."""
+    """Plan, preprocess and train a U-Net; then predict, evaluate and report the held-out fold (or every fold)."""
     from medseg import TrainOptions
     from medseg.apps.cli.views import train_command
 
+    k, n_folds, all_folds = _folds(fold, folds)
     options = TrainOptions(
         epochs=epochs,
         time_budget_s=_duration(time_budget),
         iterations_per_epoch=iterations,
-        fold=fold,
-        folds=folds,
+        fold=k,
+        folds=n_folds,
+        all_folds=all_folds,
         seed=seed,
         device=device,
         resume=resume,
@@ -245,8 +257,8 @@ def models() -> None:
 def plan(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (any layout `medseg check` reads).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")],
-    fold: Annotated[int, typer.Option(min=0, help="Cross-validation fold held out for validation.")] = 0,
-    folds: Annotated[int, typer.Option(min=2, help="Number of cross-validation folds.")] = 5,
+    fold: FoldOption = "0",
+    folds: FoldsOption = "5",
     seed: Annotated[int, typer.Option(help="Seed of weights, split and data sampling.")] = 0,
     device: Annotated[str, typer.Option(help="Plan for this device: auto, cpu or cuda.")] = "auto",
     epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the device's default).")] = 0,
@@ -261,15 +273,18 @@ def plan(
     fusion: FusionOption = "early",
     resample_channels: ResampleChannelsOption = False,
 ) -> None:
-    """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`)."""
+    """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`); with
+    --folds all also RUN/splits.json (edit it too)."""
     from rich.console import Console
 
     import medseg
     from medseg.apps.cli.views import TrainingView
 
+    k, n_folds, all_folds = _folds(fold, folds)
     options = medseg.TrainOptions(
-        fold=fold,
-        folds=folds,
+        fold=k,
+        folds=n_folds,
+        all_folds=all_folds,
         seed=seed,
         device=device,
         epochs=epochs,
@@ -284,8 +299,9 @@ def plan(
         fusion=fusion,
         resample_channels=resample_channels,
     )
+    planner = medseg.plan_crossval if all_folds else medseg.plan
     with TrainingView() as view:
-        plans = medseg.plan(dataset, out, options, medseg.Callbacks(on_step=view.step))
+        plans = planner(dataset, out, options, medseg.Callbacks(on_step=view.step))
     t = plans.train
     Console().print(
         f"plans: {medseg.RunDir(out).plans_path}\n  target spacing {plans.data.target_spacing}, "
@@ -311,7 +327,13 @@ def preprocess(
 
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run folder written by `medseg train`.")],
+    run: Annotated[
+        Path,
+        typer.Argument(
+            help="Run folder written by `medseg train`: one run, a cross-validation (--folds all: its folds are "
+            "ensembled) or a `medseg find-best` output (its winning ensemble)."
+        ),
+    ],
     inputs: Annotated[Path, typer.Argument(help="A scan (file or DICOM folder) or a folder of scans.")],
     output: Annotated[Path, typer.Argument(help="Folder for the predictions (named like the inputs).")],
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -326,7 +348,13 @@ def predict(
         typer.Option("--tta/--no-tta", help="Mirroring test-time augmentation (default: as planned)."),
     ] = None,
     save_probabilities: Annotated[bool, typer.Option(help="Also write per-class probabilities (.npz).")] = False,
-    largest_component: Annotated[bool, typer.Option(help="Keep the largest connected component per class.")] = False,
+    largest_component: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the largest connected component per class (any of these three flags replaces the "
+            "post-processing the run planned or chose on cross-validation)."
+        ),
+    ] = False,
     min_voxels: Annotated[int, typer.Option(min=0, help="Remove components smaller than this.")] = 0,
     fill_holes: Annotated[bool, typer.Option(help="Fill enclosed holes in each class.")] = False,
     continue_: Annotated[bool, typer.Option("--continue", help="Skip inputs whose prediction already exists.")] = False,
@@ -344,17 +372,30 @@ def predict(
     from medseg.apps.cli.views import predict_command
 
     post = PostProcessing(largest_component=largest_component, min_voxels=min_voxels, fill_holes=fill_holes)
+    post_or_none = post if post.active else None  # none asked: as planned / as chosen on cross-validation
     options = PredictOptions(
         checkpoint=checkpoint,
         overlap=overlap,
         batch_size=batch_size or None,
         tta=tta,
         save_probabilities=save_probabilities,
-        postprocessing=post,
+        postprocessing=post_or_none,
         skip_existing=continue_,
         resample_channels=resample_channels,
     )
     predict_command(run, inputs, output, device, options)
+
+
+@app.command(name="find-best")
+def find_best(
+    runs: Annotated[list[Path], typer.Argument(help="Cross-validation folders (`medseg train --folds all`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write ensemble.json into (new).")],
+) -> None:
+    """Compare configurations and their ensembles on out-of-fold Dice; keep the best with post-processing
+    chosen on the same predictions; `medseg predict OUT ...` uses it."""
+    from medseg.apps.cli.views import find_best_command
+
+    find_best_command(runs, out)
 
 
 @app.command()
@@ -405,6 +446,27 @@ def _duration(text: str) -> float:
         raise typer.BadParameter(f"cannot read duration '{text}' (examples: 90s, 10m, 1h30m)")
     h, m, s = (float(g) if g else 0.0 for g in parts.groups())
     return h * 3600 + m * 60 + s
+
+
+def _folds(fold: str, folds: str) -> tuple[int, int, bool]:
+    """``--fold`` / ``--folds`` -> (fold, number of folds, every fold?); ``all`` in either trains every fold
+    (``--folds all``: of 5)."""
+    every = "all" in (fold.strip().lower(), folds.strip().lower())
+    n = 5 if folds.strip().lower() == "all" else _count("--folds", folds, 2)
+    k = 0 if fold.strip().lower() == "all" else _count("--fold", fold, 0)
+    if not every and k >= n:
+        raise typer.BadParameter(f"--fold {k} must be below --folds {n}")
+    return k, n, every
+
+
+def _count(flag: str, text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise typer.BadParameter(f"cannot read {flag} {text!r}: give a whole number or all") from None
+    if value < minimum:
+        raise typer.BadParameter(f"{flag} {value} is below {minimum}")
+    return value
 
 
 def _numbers(flag: str, text: str) -> tuple[float, ...]:

@@ -20,7 +20,7 @@ __all__ = ["check_command", "convert_command", "progress_bar"]
 
 
 @contextmanager
-def progress_bar(description: str, total: int, console: Console | None = None) -> Iterator[Callable[[], None]]:
+def progress_bar(description: str, total: int | None, console: Console | None = None) -> Iterator[Callable[[], None]]:
     """A rich progress bar; yields a function to call once per finished item."""
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -164,11 +164,64 @@ class TrainingView:
 
 
 def train_command(dataset: Path, out: Path, options: Any) -> None:
+    if options.all_folds or medseg.CrossValDir.holds(out):
+        _train_crossval(dataset, out, options)
+        return
     with TrainingView() as view:
         medseg.train(dataset, out, options, view.callbacks())
     run = medseg.RunDir(out)
     _print_metrics(run.metrics, f"validation fold {options.fold}")
     Console().print(f"run folder: {out}\nreport: {run.report}")
+
+
+def _train_crossval(dataset: Path, out: Path, options: Any) -> None:
+    with TrainingView() as view:
+        medseg.train_crossval(dataset, out, options, view.callbacks())
+    cv = medseg.CrossValDir(out)
+    _print_metrics(cv.out_of_fold / "metrics.json", "cross-validation, out of fold")
+    record = medseg.EnsembleRecord.load(cv.summary_path)
+    Console().print(
+        f"out-of-fold mean Dice {record.dice:.4f}; {_steps_text(record.postprocessing)}: "
+        f"{record.dice_postprocessed:.4f}\ncross-validation folder: {out} (`medseg predict {out} ...` "
+        "ensembles its folds)"
+    )
+
+
+def _steps_text(steps: Any) -> str:
+    if not steps:
+        return "no post-processing raised it"
+    parts = []
+    for step in steps:
+        what = [
+            name
+            for name, on in (
+                ("all-foreground largest component", step.foreground_component),
+                ("largest component", step.largest_component),
+                (f"components < {step.min_voxels} voxels removed", step.min_voxels > 0),
+                ("holes filled", step.fill_holes),
+            )
+            if on
+        ]
+        where = f" (class {', '.join(map(str, step.classes))})" if step.classes else ""
+        parts.append(" + ".join(what) + where)
+    return "after " + "; ".join(parts)
+
+
+def find_best_command(runs: list[Path], out: Path) -> None:
+    with progress_bar("scoring out-of-fold cases", None) as advance:
+        record = medseg.find_best(runs, out, progress=advance)
+    table = Table(title="out-of-fold mean Dice")
+    table.add_column("configuration(s)")
+    table.add_column("Dice")
+    for candidate in sorted(record.candidates, key=lambda c: -c.dice):
+        mark = " ← best" if candidate.members == record.members else ""
+        table.add_row(" + ".join(Path(m).name for m in candidate.members), f"{candidate.dice:.4f}{mark}")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{_steps_text(record.postprocessing)}: {record.dice_postprocessed:.4f}\n"
+        f"wrote {out / 'ensemble.json'} (`medseg predict {out} ...` uses it)"
+    )
 
 
 def _print_metrics(path: Path, title: str) -> None:
@@ -190,7 +243,7 @@ def _print_metrics(path: Path, title: str) -> None:
 
 def predict_command(run: Path, inputs: Path, output: Path, device: str, options: Any) -> None:
     files = medseg.find_scans(inputs)
-    predictor = medseg.Predictor.from_run(run, medseg.resolve_device(device), options)
+    predictor = medseg.load_predictor(run, medseg.resolve_device(device), options)
     names = predictor.plans.data.channel_names
     groups = medseg.group_channels(files, len(names), names)  # a case lacking a channel: refused before any is written
     with progress_bar("predicting", len(groups)) as advance:
