@@ -52,6 +52,8 @@ _API: dict[str, str] = {
     "MODELS": "medseg.models.registry",
     "LOSSES": "medseg.losses.registry",
     "resolve_device": "medseg.device",
+    "Dist": "medseg.distributed",
+    "init_distributed": "medseg.distributed",
     # the method, step by step (progress and cancellation through Callbacks)
     "TrainOptions": "medseg.workflow",
     "Callbacks": "medseg.workflow",

@@ -14,20 +14,23 @@ from its last checkpoint. The folder layout is :class:`medseg.run.CrossValDir`'s
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 from medseg.config.plans import Plans
 from medseg.datasets.dataset import load_dataset
+from medseg.distributed import Dist
 from medseg.errors import DataError
 from medseg.evaluation.evaluate import EvalPair, evaluate_pairs, write_metrics
 from medseg.fileutil import atomic_path, make_dirs
-from medseg.model_selection import choose_for, out_of_fold_cases
 from medseg.inference.predictor import output_paths
+from medseg.model_selection import choose_for, out_of_fold_cases
 from medseg.run import CrossValDir, EnsembleRecord, RunDir, RunRecord
 from medseg.splits import Fold, load_splits, make_splits, save_splits
-from medseg.workflow import Callbacks, TrainOptions, checked_plans, preprocess_cases, train_run
+from medseg.training.tensorboard import require_tensorboard
+from medseg.workflow import Callbacks, TrainOptions, checked_plans, join, preprocess_cases, train_run
 
 __all__ = ["plan_crossval", "summarise_crossval", "train_crossval"]
 
@@ -59,12 +62,23 @@ def train_crossval(
     dataset_root: Path, run_dir: Path, options: TrainOptions, callbacks: Callbacks | None = None
 ) -> Path:
     """Plan (unless ``run_dir`` holds a planned cross-validation), then train and evaluate every fold of
-    ``splits.json`` and summarise them (:func:`summarise_crossval`)."""
-    cb, cv = callbacks or Callbacks(), CrossValDir(Path(run_dir))
+    ``splits.json`` and summarise them (:func:`summarise_crossval`). With ``options.distributed`` every
+    fold trains on all processes; rank 0 plans, preprocesses, evaluates and summarises."""
+    dist, device = join(options)
+    try:
+        options = replace(options, device=str(device))
+        return _train_folds(dataset_root, CrossValDir(Path(run_dir)), options, callbacks or Callbacks(), dist)
+    finally:
+        dist.close()
+
+
+def _train_folds(dataset_root: Path, cv: CrossValDir, options: TrainOptions, cb: Callbacks, dist: Dist) -> Path:
+    if options.tensorboard and dist.is_main:
+        require_tensorboard()  # before anything is written
     if not cv.root.plans_path.exists():
         if options.resume:
             raise DataError(cv.path, "nothing to resume: no plans.json in the run folder")
-        plan_crossval(dataset_root, cv.path, options, cb)
+        dist.main_first(lambda: plan_crossval(dataset_root, cv.path, options, cb))
     elif not CrossValDir.holds(cv.path):
         raise DataError(cv.path, "this run folder holds a single run, not a cross-validation", "give a new folder")
     plans, record = cv.root.load_plans(), cv.root.load_record()
@@ -76,15 +90,17 @@ def train_crossval(
             cv.path, f"fold {started[0]} of this cross-validation has started", "pass --resume to continue it"
         )
     ids = sorted({i for f in folds for i in (*f.train, *f.validation)})
-    preprocess_cases(cv.root, plans, dataset, ids, cb)  # once, for every fold
+    dist.main_first(lambda: preprocess_cases(cv.root, plans, dataset, ids, cb))  # once, for every fold
     for k, fold in enumerate(folds):
-        run = _fold_run(cv, k, fold, plans, record, len(folds))
+        dist.main_first(functools.partial(_fold_run, cv, k, fold, plans, record, len(folds)))
+        run = cv.fold(k)
         if run.metrics.is_file():
             logger.info("fold %d is done already (%s)", k, run.metrics)
             continue
         logger.info("training fold %d of %d", k, len(folds))
-        train_run(dataset_root, run.path, replace(options, resume=run.started), cb, save_probabilities=True)
-    summarise_crossval(cv.path, cb)
+        fold_options = replace(options, resume=run.started)
+        train_run(dataset_root, run.path, fold_options, cb, save_probabilities=True, dist=dist)
+    dist.main_first(lambda: summarise_crossval(cv.path, cb))
     return cv.path
 
 

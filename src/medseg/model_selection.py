@@ -153,7 +153,7 @@ def find_best(
         probs = [load_probabilities(cases[i].probabilities) for _, cases in loaded]
         ref = read_reference(loaded[0][1][i].reference, labels)
         for j, members in enumerate(candidates):
-            mean = sum(probs[m] for m in members) / len(members)
+            mean = np.mean([probs[m] for m in members], axis=0)
             totals[j] += _case_dice(labels_from_probabilities(mean, overlapping=labels.overlapping), ref, labels)
         if progress is not None:
             progress()

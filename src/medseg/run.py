@@ -122,6 +122,16 @@ class RunDir:
             raise DataError(self.path, f"unknown checkpoint '{which}'", "use best or last")
         return self.path / _CHECKPOINTS[which]
 
+    def remove_partial_checkpoints(self) -> list[Path]:
+        """Delete temporary checkpoint files a killed process left behind (``.checkpoint_*.tmp-*``, written
+        by :func:`save_checkpoint` before its rename); returns them. The checkpoints themselves are whole."""
+        partial = sorted(self.path.glob(".checkpoint_*.tmp-*"))
+        for path in partial:
+            path.unlink(missing_ok=True)
+        if partial:
+            logger.info("removed %d partial checkpoint file(s) of an interrupted run", len(partial))
+        return partial
+
     @property
     def started(self) -> bool:
         """Whether training has written a checkpoint (a run to resume, not to plan again)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from medseg.datasets.check import check_dataset
 from medseg.datasets.dataset import load_dataset
 from medseg.datasets.records import Case, Dataset
 from medseg.device import resolve_device
+from medseg.distributed import Dist, init_distributed
 from medseg.errors import DataError
 from medseg.evaluation.evaluate import EvalPair, evaluate_pairs, write_metrics
 from medseg.evaluation.run_report import write_run_report
@@ -33,12 +35,14 @@ from medseg.preprocessing.forward import PreprocessedCase
 from medseg.run import CrossValDir, RunDir, RunRecord
 from medseg.splits import split_cases
 from medseg.training.loop import EpochResult, TrainCallbacks, fit
+from medseg.training.tensorboard import TensorBoardLog, require_tensorboard
 
 __all__ = [
     "Callbacks",
     "TrainOptions",
     "checked_plans",
     "evaluate_run",
+    "join",
     "plan_run",
     "preprocess_cases",
     "preprocess_run",
@@ -84,6 +88,8 @@ class TrainOptions:
     fusion: str = "early"  # how the channels meet in the network: early, intermediate, late (models/fusion.py)
     resample_channels: bool = False  # channel files of a case on other grids: resampled onto the first's
     all_folds: bool = False  # train every fold of a `folds`-fold cross-validation (medseg.crossval)
+    tensorboard: bool = False  # also write training curves to RUN/tensorboard (optional dependency)
+    distributed: bool = False  # one of the processes torchrun started (medseg.distributed)
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,15 @@ class Callbacks:
         """The per-item progress function of step ``name`` (None without an ``on_step`` hook)."""
         return self.on_step(name, total) if self.on_step is not None else None
 
-    def training(self) -> TrainCallbacks:
-        return TrainCallbacks(self.on_iteration, self.on_epoch, self.should_stop)
+    def training(self, *also: Callable[[EpochResult], None]) -> TrainCallbacks:
+        """The training hooks, with ``also`` called after each epoch too (a TensorBoard log)."""
+        hooks = [h for h in (self.on_epoch, *also) if h is not None]
+
+        def on_epoch(result: EpochResult) -> None:
+            for hook in hooks:
+                hook(result)
+
+        return TrainCallbacks(self.on_iteration, on_epoch if hooks else None, self.should_stop)
 
 
 def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance: Any) -> Plans:
@@ -220,37 +233,72 @@ def train_run(
     callbacks: Callbacks | None = None,
     *,
     save_probabilities: bool = False,
+    dist: Dist | None = None,
 ) -> Path:
     """Plan (unless ``run_dir`` holds plans already, from ``medseg plan`` or an interrupted run), preprocess,
     train, then predict and evaluate the validation split (with ``save_probabilities`` also writing the
-    validation cases' probabilities, as a cross-validation needs)."""
-    cb, run = callbacks or Callbacks(), RunDir(Path(run_dir))
+    validation cases' probabilities, as a cross-validation needs).
+
+    ``options.distributed`` (started by torchrun): this process joins the group (:mod:`medseg.distributed`);
+    rank 0 plans, preprocesses, logs, writes checkpoints and evaluates, every rank trains. A caller that
+    joined already passes its ``dist`` (and closes it)."""
+    run = RunDir(Path(run_dir))
     if CrossValDir.holds(run.path):
         raise DataError(run.path, "this is a cross-validation folder", "train it with --folds all")
+    cb = callbacks or Callbacks()
+    if dist is not None:
+        return _train(dataset_root, run, options, cb, save_probabilities, dist)
+    own, device = join(options)
+    try:
+        return _train(dataset_root, run, replace(options, device=str(device)), cb, save_probabilities, own)
+    finally:
+        own.close()
+
+
+def join(options: TrainOptions) -> tuple[Dist, torch.device]:
+    """This process's place and device: a process group when ``options.distributed``, else alone."""
+    if options.distributed:
+        return init_distributed(options.device)
+    return Dist.single(), resolve_device(options.device)
+
+
+def _train(
+    dataset_root: Path, run: RunDir, options: TrainOptions, cb: Callbacks, save_probabilities: bool, dist: Dist
+) -> Path:
     device = resolve_device(options.device)
+    if options.tensorboard and dist.is_main:
+        require_tensorboard()  # before anything is written
     started = run.started
     if started and not options.resume:
         raise DataError(run.path, "run folder holds a started run", "pass --resume to continue it, or a new folder")
     if not run.plans_path.exists():
         if options.resume:
             raise DataError(run.path, "nothing to resume: no plans.json in the run folder")
-        plan_run(dataset_root, run.path, options, cb)
+        dist.main_first(lambda: plan_run(dataset_root, run.path, options, cb))
     plans, record = run.load_plans(), run.load_record()
     dataset = load_dataset(record.root)  # one dataset scan for preprocessing and evaluation
-    loaded = preprocess_cases(run, plans, dataset, [*record.train, *record.validation], cb)
+    ids = [*record.train, *record.validation]
+    dist.main_first(lambda: preprocess_cases(run, plans, dataset, ids, cb))
+    loaded = preprocess_cases(run, plans, dataset, ids, None)  # the cache is complete: loads only
     train = [loaded[i] for i in record.train]
-    fit(
-        plans,
-        train,
-        [loaded[i] for i in record.validation],
-        run.path,
-        device=device,
-        resume=started,
-        callbacks=cb.training(),
-    )
+    tensorboard = options.tensorboard and dist.is_main
+    with TensorBoardLog(run.path) if tensorboard else nullcontext() as board:
+        fit(
+            plans,
+            train,
+            [loaded[i] for i in record.validation],
+            run.path,
+            device=device,
+            resume=started,
+            callbacks=cb.training(*([board] if board is not None else [])),
+            dist=dist,
+        )
     by_id = {c.case_id: c for c in dataset.labelled_cases}
     cases = [by_id[i] for i in record.validation]
-    evaluate_run(run.path, cases, device=device, callbacks=cb, save_probabilities=save_probabilities)
+    probabilities = save_probabilities
+    dist.main_first(
+        lambda: evaluate_run(run.path, cases, device=device, callbacks=cb, save_probabilities=probabilities)
+    )
     return run.path
 
 

@@ -235,3 +235,16 @@ def test_a_checkpoint_that_is_a_symlink_loop_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="is a symbolic link loop") as info:
         load_checkpoint(path)
     assert info.value.path == path
+
+
+def test_partial_checkpoints_of_a_killed_run_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    from medseg.run import RunDir
+
+    run = RunDir(tmp_path)
+    save_checkpoint({"model": {"w": torch.zeros(1)}}, run.checkpoint("last"))
+    partial = tmp_path / ".checkpoint_last.tmp-0d2c054a.pt"  # what a SIGKILL during save_checkpoint leaves
+    partial.write_bytes(b"half a zip")
+    other = tmp_path / ".report.tmp-12345678.html"  # not ours to judge
+    other.write_text("x")
+    assert run.remove_partial_checkpoints() == [partial]
+    assert not partial.exists() and other.exists() and run.checkpoint("last").is_file()

@@ -185,7 +185,7 @@ def apply_steps_masks(masks: np.ndarray, steps: Sequence[PostProcessing]) -> np.
     out = np.asarray(masks).astype(bool)
     for step in steps:
         if step.foreground_component:
-            out = out & largest_component_mask(out.any(axis=0))[None]
+            out = out & largest_component_mask(np.any(out, axis=0))[None]
         per_structure = replace(step, foreground_component=False)
         for k in range(out.shape[0]) if step.classes is None else step.classes:
             out[k] = apply_postprocessing_mask(out[k], per_structure)

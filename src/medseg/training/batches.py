@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from medseg.config.plans import Plans, TrainConfig
+from medseg.errors import ConfigError
 from medseg.preprocessing.forward import PreprocessedCase
 from medseg.training.sampling import PatchSampler, class_locations
 from medseg.training.targets import EXTRA_TARGETS
@@ -103,27 +104,44 @@ class PatchDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
 
 
 class RunIndices(torch.utils.data.Sampler[int]):
-    """Patch indices ``start, start + 1, ...`` up to ``stop``: the rest of the run, lazily."""
+    """Patch indices ``start, start + 1, ...`` up to ``stop``: the rest of the run, lazily.
 
-    def __init__(self, start: int, stop: int) -> None:
-        self.start, self.stop = start, stop
+    Shared by ``world`` processes, process ``rank`` takes its ``batch // world`` consecutive indices of every
+    global batch of ``batch``, so the processes together draw exactly the patches one process would
+    (``start`` and ``stop`` are multiples of ``batch``)."""
+
+    def __init__(self, start: int, stop: int, *, batch: int = 1, rank: int = 0, world: int = 1) -> None:
+        if batch % world:
+            raise ConfigError(
+                f"a batch of {batch} cannot be shared by {world} processes: set train.batch_size in plans.json "
+                f"to a multiple of {world}"
+            )
+        self.start, self.stop, self.batch, self.rank, self.world = start, stop, batch, rank, world
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.start, self.stop))
+        if self.world == 1:
+            return iter(range(self.start, self.stop))
+        share = self.batch // self.world
+        first = self.rank * share
+        return (g + first + i for g in range(self.start, self.stop, self.batch) for i in range(share))
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return (self.stop - self.start) // self.world
 
 
-def make_loader(dataset: PatchDataset, first_epoch: int, config: TrainConfig) -> torch.utils.data.DataLoader:
-    """A loader over the remaining epochs, starting at ``first_epoch``; iterate it once for the whole run."""
+def make_loader(
+    dataset: PatchDataset, first_epoch: int, config: TrainConfig, *, rank: int = 0, world: int = 1
+) -> torch.utils.data.DataLoader:
+    """A loader over the remaining epochs, starting at ``first_epoch``; iterate it once for the whole run.
+    With ``world`` processes it yields process ``rank``'s share of each global batch (:class:`RunIndices`)."""
     per_epoch = config.iterations_per_epoch * config.batch_size
     epochs = config.epochs if config.time_budget_s <= 0 else max(config.epochs, 10**6)
     workers = config.num_workers
+    indices = RunIndices(first_epoch * per_epoch, epochs * per_epoch, batch=config.batch_size, rank=rank, world=world)
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=config.batch_size,
-        sampler=RunIndices(first_epoch * per_epoch, epochs * per_epoch),
+        batch_size=config.batch_size // world,
+        sampler=indices,
         num_workers=workers,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from medseg.config.plans import Plans, TrainConfig
+from medseg.distributed import Dist
 from medseg.evaluation.metrics import dice
 from medseg.fileutil import atomic_write_text
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_logits
@@ -81,6 +82,8 @@ class _Session:
     loss_fn: torch.nn.Module
     extras: tuple[str, ...]
     dtype: torch.dtype | None
+    dist: Dist = field(default_factory=Dist.single)
+    trained: torch.nn.Module | None = None  # what the step runs: the model, or its DistributedDataParallel
     state: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0})
 
 
@@ -94,7 +97,7 @@ def _example_batch(plans: Plans, extras: Sequence[str]) -> tuple[torch.Tensor, t
     return image, target, {name: torch.zeros(batch, labels.n_outputs, *patch) for name in extras}
 
 
-def _session(plans: Plans, run: RunDir, device: torch.device, resume: bool) -> _Session:
+def _session(plans: Plans, run: RunDir, device: torch.device, resume: bool, dist: Dist) -> _Session:
     cfg = plans.train
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -108,17 +111,34 @@ def _session(plans: Plans, run: RunDir, device: torch.device, resume: bool) -> _
     loss_fn = build_loss(cfg.loss, settings, overlapping=overlapping, n_outputs=plans.model.n_outputs)
     if cfg.amp == "auto" and device.type == "cpu" and not cfg.deterministic:
         image, target, extra = _example_batch(plans, extras)
-        dtype = measure_cpu_amp(model, functools.partial(loss_fn, **extra), image, target)  # type: ignore[arg-type]
+        measure = functools.partial(measure_cpu_amp, model, functools.partial(loss_fn, **extra), image, target)
+        dtype = dist.broadcast(measure() if dist.is_main else None)  # one choice for every process
     else:
         dtype = amp_dtype(cfg.amp, device)
     optimizer = build_optimizer(list(model.parameters()), cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    session = _Session(plans, run, device, model, optimizer, scaler, loss_fn, extras, dtype)
+    session = _Session(plans, run, device, model, optimizer, scaler, loss_fn, extras, dtype, dist, model)
     if resume and run.checkpoint("last").exists():
         session.state = _restore(session)
         logger.info("resuming at epoch %d (%.0f s trained so far)", session.state["epoch"], session.state["elapsed_s"])
-    _truncate_log(run.log, session.state["epoch"])
+    if dist.is_main:
+        _truncate_log(run.log, session.state["epoch"])
+        run.remove_partial_checkpoints()
+    if dist.active:
+        session.trained = _wrap(model, device)
     return session
+
+
+def _wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model for distributed steps: BatchNorm synchronised across processes on CUDA (SyncBatchNorm has
+    no CPU kernel; the planned networks normalise per instance, which needs no synchronisation), gradients
+    averaged by DistributedDataParallel. ``find_unused_parameters``: deep supervision drops its coarsest
+    output from the loss (weight 0, as nnU-Net), so that head gets no gradient, which DDP must be told."""
+    ddp = torch.nn.parallel.DistributedDataParallel
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return ddp(model, device_ids=[device.index], find_unused_parameters=True)
+    return ddp(model, find_unused_parameters=True)
 
 
 def fit(
@@ -130,12 +150,22 @@ def fit(
     device: torch.device,
     resume: bool = False,
     callbacks: TrainCallbacks | None = None,
+    dist: Dist | None = None,
 ) -> Path:
-    """Train ``plans.model`` on ``train_cases`` into ``run_dir``; return the path of the best checkpoint."""
+    """Train ``plans.model`` on ``train_cases`` into ``run_dir``; return the path of the best checkpoint.
+
+    With ``dist`` (several processes, :mod:`medseg.distributed`) each process steps on its share of every
+    global batch (the same patches a single process would draw), gradients are averaged, and rank 0 alone
+    validates, logs, calls ``on_epoch``/``on_iteration`` and writes checkpoints; the time budget is rank 0's
+    clock, so every process stops after the same epoch."""
+    dist = dist or Dist.single()
     cb, cfg, run = callbacks or TrainCallbacks(), plans.train, RunDir(Path(run_dir))
-    session = _session(plans, run, device, resume)
+    if not dist.is_main:
+        cb = TrainCallbacks(should_stop=cb.should_stop)
+    session = _session(plans, run, device, resume, dist)
     dataset = PatchDataset(train_cases, plans, session.extras)
-    batches = (Batch.from_dict(b) for b in make_loader(dataset, session.state["epoch"], cfg))
+    loader = make_loader(dataset, session.state["epoch"], cfg, rank=dist.rank, world=dist.world)
+    batches = (Batch.from_dict(b) for b in loader)
     epoch = session.state["epoch"]
     while not _finished(epoch, session.state["elapsed_s"], cfg):
         started = time.perf_counter()
@@ -146,20 +176,22 @@ def fit(
         losses, data_s, step_s, stopped = _train_epoch(session, batches, cb)
         epoch += 1
         last = stopped or _finished(epoch, session.state["elapsed_s"] + time.perf_counter() - started, cfg)
-        validate = val_cases and (epoch % cfg.val_every == 0 or last)
+        validate = val_cases and (epoch % cfg.val_every == 0 or last) and dist.is_main
         val = validation_dice(session.model, val_cases, plans, device) if validate else None
-        seconds = time.perf_counter() - started
+        seconds = dist.broadcast(time.perf_counter() - started)  # rank 0's clock decides when to stop
         session.state["elapsed_s"] += seconds
         mean_val = None if val is None else float(np.nanmean(list(val.values())))
-        result = EpochResult(epoch, float(np.mean(losses)), lr, seconds, mean_val, val, data_s, step_s)
+        loss = dist.mean(float(np.mean(losses)))
+        result = EpochResult(epoch, loss, lr, seconds, mean_val, val, data_s, step_s)
         _end_epoch(session, result)
         if cb.on_epoch is not None:
             cb.on_epoch(result)
         if stopped:
             logger.info("training stopped on request after epoch %d", epoch)
             break
-    if not run.checkpoint("best").exists():
+    if dist.is_main and not run.checkpoint("best").exists():
         run.save_checkpoint(_snapshot(session, {**session.state, "epoch": epoch}), "best")
+    dist.barrier()  # every process returns once the checkpoints are complete
     return run.checkpoint("best")
 
 
@@ -169,6 +201,7 @@ def _train_epoch(
     """One epoch of steps: (losses, seconds waiting for data, seconds stepping, stopped on request)."""
     cfg = session.plans.train
     session.model.train()
+    asked = cb.should_stop is not None
     losses: list[float] = []
     data_s = step_s = 0.0
     for it in range(cfg.iterations_per_epoch):
@@ -180,7 +213,7 @@ def _train_epoch(
         step_s += time.perf_counter() - t1
         if cb.on_iteration is not None:
             cb.on_iteration(it + 1, cfg.iterations_per_epoch, float(np.mean(losses)))
-        if cb.should_stop is not None and cb.should_stop():
+        if asked and session.dist.any(bool(cb.should_stop())):  # type: ignore[misc]
             return losses, data_s, step_s, True
     return losses, data_s, step_s, False
 
@@ -192,7 +225,7 @@ def _finished(epoch: int, elapsed_s: float, cfg: TrainConfig) -> bool:
 
 
 def _step(session: _Session, batch: Batch, clip: float) -> float:
-    model, optimizer, scaler = session.model, session.optimizer, session.scaler
+    model, optimizer, scaler = session.trained or session.model, session.optimizer, session.scaler
     optimizer.zero_grad(set_to_none=True)
     dtype = session.dtype
     autocast = torch.autocast(batch.image.device.type, dtype=dtype) if dtype is not None else nullcontext()
@@ -211,6 +244,8 @@ def _end_epoch(session: _Session, result: EpochResult) -> None:
     run never repeats an epoch whose ``best`` was already written."""
     state = session.state
     state["epoch"] = result.epoch
+    if not session.dist.is_main:
+        return
     if result.val_dice is not None and result.val_dice > state["best_dice"]:
         state["best_dice"] = result.val_dice
         session.run.save_checkpoint(_snapshot(session, state), "best")

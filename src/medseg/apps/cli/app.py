@@ -77,6 +77,13 @@ FoldsOption = Annotated[
         "out-of-fold metrics, post-processing chosen on them; `medseg predict RUN` ensembles the folds)."
     ),
 ]
+DistributedOption = Annotated[
+    bool,
+    typer.Option(
+        help="This is one of the processes `torchrun --nproc-per-node N -m medseg ...` started (DDP; gloo on "
+        "CPU, nccl on CUDA); see docs/distributed.md."
+    ),
+]
 ResampleChannelsOption = Annotated[
     bool,
     typer.Option(
@@ -203,6 +210,14 @@ def train(
     loss: LossOption = "",
     fusion: FusionOption = "early",
     resample_channels: ResampleChannelsOption = False,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            help="Also write training curves to RUN/tensorboard (`tensorboard --logdir RUN`; needs "
+            "pip install 'medseg[tensorboard]')."
+        ),
+    ] = False,
+    distributed: DistributedOption = False,
 ) -> None:
     """Plan, preprocess and train a U-Net; then predict, evaluate and report the held-out fold (or every fold)."""
     from medseg import TrainOptions
@@ -219,6 +234,8 @@ def train(
         seed=seed,
         device=device,
         resume=resume,
+        tensorboard=tensorboard,
+        distributed=distributed,
         deterministic=deterministic,
         optimizer=optimizer,
         schedule=schedule,
@@ -366,6 +383,7 @@ def predict(
             "was planned with --resample-channels).",
         ),
     ] = False,
+    distributed: DistributedOption = False,
 ) -> None:
     """Segment scans with a trained run; outputs keep each input's format, geometry and file name."""
     from medseg import PostProcessing, PredictOptions
@@ -383,7 +401,7 @@ def predict(
         skip_existing=continue_,
         resample_channels=resample_channels,
     )
-    predict_command(run, inputs, output, device, options)
+    predict_command(run, inputs, output, device, options, distributed=distributed)
 
 
 @app.command(name="find-best")
@@ -484,7 +502,8 @@ def main() -> None:
     try:
         app()
     except MedsegError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        if not getattr(exc, "reported_by_rank_zero", False):  # torchrun's other processes: said once, by rank 0
+            typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,8 +22,13 @@ __all__ = ["check_command", "convert_command", "progress_bar"]
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None, console: Console | None = None) -> Iterator[Callable[[], None]]:
-    """A rich progress bar; yields a function to call once per finished item."""
+def progress_bar(
+    description: str, total: int | None, console: Console | None = None, *, quiet: bool = False
+) -> Iterator[Callable[[], None]]:
+    """A rich progress bar; yields a function to call once per finished item (``quiet``: no bar)."""
+    if quiet:
+        yield lambda: None
+        return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -164,6 +171,12 @@ class TrainingView:
 
 
 def train_command(dataset: Path, out: Path, options: Any) -> None:
+    if options.distributed and os.environ.get("RANK", "0") != "0":
+        # one of torchrun's other processes: it trains its share and says nothing (rank 0 reports)
+        logging.getLogger("medseg").setLevel(logging.WARNING)
+        train = medseg.train_crossval if options.all_folds or medseg.CrossValDir.holds(out) else medseg.train
+        train(dataset, out, options)
+        return
     if options.all_folds or medseg.CrossValDir.holds(out):
         _train_crossval(dataset, out, options)
         return
@@ -241,14 +254,29 @@ def _print_metrics(path: Path, title: str) -> None:
     Console().print(table)
 
 
-def predict_command(run: Path, inputs: Path, output: Path, device: str, options: Any) -> None:
+def predict_command(
+    run: Path, inputs: Path, output: Path, device: str, options: Any, *, distributed: bool = False
+) -> None:
+    """Predict every scan of ``inputs``; ``distributed``: this process predicts its share (every N-th case)."""
     files = medseg.find_scans(inputs)
-    predictor = medseg.load_predictor(run, medseg.resolve_device(device), options)
-    names = predictor.plans.data.channel_names
-    groups = medseg.group_channels(files, len(names), names)  # a case lacking a channel: refused before any is written
-    with progress_bar("predicting", len(groups)) as advance:
-        written = predictor.predict_files(groups, output, advance)
-    Console().print(f"wrote {len(written)} file(s) to {output}")
+    if distributed:
+        dist, target = medseg.init_distributed(device)
+    else:
+        dist, target = medseg.Dist.single(), medseg.resolve_device(device)
+    try:
+        predictor = medseg.load_predictor(run, target, options)
+        names = predictor.plans.data.channel_names
+        groups = medseg.group_channels(files, len(names), names)  # a case lacking a channel: refused first
+        mine = groups[dist.rank :: dist.world]
+        with progress_bar("predicting", len(mine), quiet=not dist.is_main) as advance:
+            written = predictor.predict_files(mine, output, advance)
+        total = round(dist.mean(len(written)) * dist.world)
+        dist.barrier()
+    finally:
+        dist.close()
+    if dist.is_main:
+        shared = f" by {dist.world} processes" if dist.active else ""
+        Console().print(f"wrote {total} file(s) to {output}{shared}")
 
 
 def evaluate_command(predictions: Path, references: Path, out: Path, run: Path | None, tolerance: float) -> None:
