@@ -15,10 +15,10 @@ import pytest
 import medseg
 from medseg.apps.cli.app import main
 from medseg.evaluation.metrics import dice
-from medseg.model_selection import out_of_fold_cases, read_reference
 from medseg.inference.postprocessing import apply_steps
 from medseg.inference.predictor import labels_from_probabilities, load_probabilities
 from medseg.io.images import read_channels, read_label
+from medseg.model_selection import out_of_fold_cases, read_reference
 from medseg.run import CrossValDir, EnsembleRecord
 from medseg.splits import Fold, load_splits, save_splits
 from medseg.synthetic import SyntheticSpec, write_dataset
