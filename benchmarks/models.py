@@ -119,7 +119,9 @@ def _train(data: Path, run: Path, budget: str, flags: list[str]) -> dict[str, fl
     medseg = [sys.executable, "-m", "medseg.apps.cli.app"]
     started = time.perf_counter()
     # 10 iterations per epoch: the budget is checked after each epoch, so a slow network overshoots by < 10 steps
+    # --no-budget-plan: every network on the device's default plan, so the rows compare networks, not plans
     argv = [*medseg, "train", str(data), "--out", str(run), "--time-budget", budget, "--iterations", "10"]
+    argv += ["--no-budget-plan"]
     argv += ["--device", "cpu", *flags]
     done = subprocess.run(argv, capture_output=True, text=True)
     wall = time.perf_counter() - started

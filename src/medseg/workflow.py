@@ -35,6 +35,7 @@ from medseg.preprocessing.forward import PreprocessedCase
 from medseg.run import CrossValDir, RunDir, RunRecord
 from medseg.splits import split_cases
 from medseg.training.loop import EpochResult, TrainCallbacks, fit
+from medseg.training.speed import plan_for_budget
 from medseg.training.tensorboard import TensorBoardLog, require_tensorboard
 
 __all__ = [
@@ -90,6 +91,7 @@ class TrainOptions:
     all_folds: bool = False  # train every fold of a `folds`-fold cross-validation (medseg.crossval)
     tensorboard: bool = False  # also write training curves to RUN/tensorboard (optional dependency)
     distributed: bool = False  # one of the processes torchrun started (medseg.distributed)
+    budget_plan: bool = True  # with a time budget: choose patch, batch and spacing by timing candidates
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,9 @@ def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance
         resample_channels=options.resample_channels,
         dropout=options.dropout,
     )
-    plans = make_plans(fp, budget)
+    # with a time budget the plan is chosen among candidates timed on this device (training/speed.py)
+    timed = options.time_budget_s > 0 and options.budget_plan
+    plans = plan_for_budget(fp, budget, device) if timed else make_plans(fp, budget)
     flags = {
         "iterations_per_epoch": options.iterations_per_epoch,
         "optimizer": options.optimizer,

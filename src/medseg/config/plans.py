@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from medseg.config.augment import AugmentConfig
+from medseg.config.budget import BudgetChoice
 from medseg.config.loss import LossParams
 from medseg.config.migrate import upgrade
 from medseg.config.postprocessing import PostProcessing
@@ -127,6 +128,8 @@ class Plans:
     infer: InferConfig
     # how the channels meet in the network (medseg.models.fusion): stacked, per-modality encoders, or networks
     fusion: Literal["early", "intermediate", "late"] = "early"
+    # with a time budget: the configurations measured on the device and the one chosen (planning/budget.py)
+    budget: BudgetChoice | None = None
     version: int = PLANS_VERSION
 
     def __post_init__(self) -> None:

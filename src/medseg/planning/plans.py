@@ -36,7 +36,7 @@ from medseg.models.registry import MODELS, model_entry
 from medseg.models.unet_config import plan_unet
 from medseg.planning.fingerprint import Fingerprint, IntensityStats
 
-__all__ = ["Budget", "make_plans", "mirror_axes", "target_spacing"]
+__all__ = ["Budget", "default_patch_voxels", "make_plans", "median_extent", "mirror_axes", "target_spacing"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ class Budget:
     fusion: str = "early"  # how the channels meet: early, intermediate or late (medseg.models.fusion)
     resample_channels: bool = False  # channel files on other grids: resampled onto the first channel's
     dropout: float | None = None  # None: the model's default (0, none)
+    # a candidate configuration of a time budget (planning/budget.py); 1 / 0: the device's defaults
+    spacing_factor: float = 1.0  # multiplies the target spacing (2: half the resolution)
+    patch_voxels: int = 0  # the patch's voxel budget
+    batch_size: int = 0
 
 
 def target_spacing(spacings: np.ndarray) -> tuple[float, ...]:
@@ -73,8 +77,8 @@ def target_spacing(spacings: np.ndarray) -> tuple[float, ...]:
 def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     """Plan preprocessing, network, training and inference for ``fp`` on ``budget`` (pure)."""
     gpu = budget.device.startswith("cuda")
-    voxel_budget = {(2, False): 256**2, (2, True): 512**2, (3, False): 64**3, (3, True): 128**3}[(fp.ndim, gpu)]
-    spacing, median_shape = _spacing(fp, gpu, voxel_budget)
+    voxel_budget = budget.patch_voxels or default_patch_voxels(fp.ndim, gpu)
+    spacing, median_shape = _spacing(fp, gpu, voxel_budget, budget.spacing_factor)
     shapes = np.array(fp.shapes)
     crop = bool(np.median(np.prod(np.array(fp.cropped_shapes), axis=1)) < 0.75 * np.median(np.prod(shapes, axis=1)))
     inputs = ModelInputs(
@@ -95,7 +99,9 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     if budget.dropout is not None:
         model = replace(model, dropout=budget.dropout)
     model = _encoder_weights(model, budget)
-    batch = 2 if fp.ndim == 3 else int(np.clip(((4 if gpu else 2) * voxel_budget) // np.prod(patch), 2, 32))
+    batch = budget.batch_size or (
+        2 if fp.ndim == 3 else int(np.clip(((4 if gpu else 2) * voxel_budget) // np.prod(patch), 2, 32))
+    )
     data = DataConfig(
         ndim=fp.ndim,
         channel_names=fp.channel_names,
@@ -120,13 +126,26 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     )
 
 
-def _spacing(fp: Fingerprint, gpu: bool, voxel_budget: int) -> tuple[tuple[float, ...], np.ndarray]:
-    """Target spacing and the median image shape at that spacing."""
+def default_patch_voxels(ndim: int, gpu: bool) -> int:
+    """The patch's voxel budget of a device (CPU budgets are 4-8x smaller than GPU ones)."""
+    return {(2, False): 256**2, (2, True): 512**2, (3, False): 64**3, (3, True): 128**3}[(ndim, gpu)]
+
+
+def _spacing(
+    fp: Fingerprint, gpu: bool, voxel_budget: int, factor: float = 1.0
+) -> tuple[tuple[float, ...], np.ndarray]:
+    """Target spacing (times ``factor``) and the median image shape at that spacing."""
     spacings, shapes = np.array(fp.spacings), np.array(fp.shapes)
     spacing = target_spacing(spacings)
-    if not gpu:
+    if not gpu and factor == 1.0:  # a candidate's factor replaces the CPU's coarsening rule
         spacing = _coarsen_for_context(spacing, np.median(shapes * spacings / np.array(spacing), axis=0), voxel_budget)
+    spacing = tuple(float(s * factor) for s in spacing)
     return spacing, np.median(shapes * spacings / np.array(spacing), axis=0)
+
+
+def median_extent(fp: Fingerprint) -> np.ndarray:
+    """The median image's physical extent per axis (mm): what a patch's coverage is measured against."""
+    return np.median(np.array(fp.shapes) * np.array(fp.spacings), axis=0)
 
 
 def _train_config(

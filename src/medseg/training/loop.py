@@ -40,6 +40,7 @@ from medseg.run import RunDir
 from medseg.training.amp import amp_dtype, measure_cpu_amp
 from medseg.training.batches import Batch, PatchDataset, make_loader
 from medseg.training.optim import build_optimizer, lr_factor, set_lr
+from medseg.training.speed import example_batch
 
 __all__ = ["EpochResult", "TrainCallbacks", "fit", "validation_dice"]
 
@@ -87,16 +88,6 @@ class _Session:
     state: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0})
 
 
-def _example_batch(plans: Plans, extras: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """A random batch of the planned shape, for measuring a training step before training."""
-    labels, batch, patch = plans.data.labels, plans.train.batch_size, plans.patch_size
-    generator = torch.Generator().manual_seed(0)
-    image = torch.randn(batch, len(plans.data.channel_names), *patch, generator=generator)
-    shape = (batch, labels.n_outputs if labels.overlapping else 1, *patch)
-    target = (torch.rand(shape, generator=generator) > 0.5).float() if labels.overlapping else torch.zeros(shape).long()
-    return image, target, {name: torch.zeros(batch, labels.n_outputs, *patch) for name in extras}
-
-
 def _session(plans: Plans, run: RunDir, device: torch.device, resume: bool, dist: Dist) -> _Session:
     cfg = plans.train
     if cfg.deterministic:
@@ -110,7 +101,7 @@ def _session(plans: Plans, run: RunDir, device: torch.device, resume: bool, dist
     settings = LossSettings(cfg.include_background, cfg.batch_dice, cfg.loss_params)
     loss_fn = build_loss(cfg.loss, settings, overlapping=overlapping, n_outputs=plans.model.n_outputs)
     if cfg.amp == "auto" and device.type == "cpu" and not cfg.deterministic:
-        image, target, extra = _example_batch(plans, extras)
+        image, target, extra = example_batch(plans, extras)
         measure = functools.partial(measure_cpu_amp, model, functools.partial(loss_fn, **extra), image, target)
         dtype = dist.broadcast(measure() if dist.is_main else None)  # one choice for every process
     else:

@@ -67,6 +67,21 @@ FusionOption = Annotated[
         "averaged); see docs/models.md."
     ),
 ]
+TimeBudgetOption = Annotated[
+    str,
+    typer.Option(
+        help="Training time, e.g. 10m, 1h30m, 90s: patch, batch and spacing are chosen for it by timing "
+        "candidates on this device (docs/planning.md), and training stops cleanly when it is spent."
+    ),
+]
+BudgetPlanOption = Annotated[
+    bool,
+    typer.Option(
+        "--budget-plan/--no-budget-plan",
+        help="With --time-budget: choose the configuration by timing candidates (default), or keep the "
+        "device's default plan and only stop on time.",
+    ),
+]
 FoldOption = Annotated[
     str, typer.Option(help="Cross-validation fold held out for validation, or all (train every fold).")
 ]
@@ -181,9 +196,8 @@ def train(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (any layout `medseg check` reads).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create (or to continue with --resume).")],
     epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the plan's default).")] = 0,
-    time_budget: Annotated[
-        str, typer.Option(help="Stop cleanly when this much training time is spent, e.g. 10m, 1h30m, 90s.")
-    ] = "",
+    time_budget: TimeBudgetOption = "",
+    budget_plan: BudgetPlanOption = True,
     iterations: Annotated[int, typer.Option(min=0, help="Iterations per epoch (0: as planned).")] = 0,
     fold: FoldOption = "0",
     folds: FoldsOption = "5",
@@ -227,6 +241,7 @@ def train(
     options = TrainOptions(
         epochs=epochs,
         time_budget_s=_duration(time_budget),
+        budget_plan=budget_plan,
         iterations_per_epoch=iterations,
         fold=k,
         folds=n_folds,
@@ -279,6 +294,8 @@ def plan(
     seed: Annotated[int, typer.Option(help="Seed of weights, split and data sampling.")] = 0,
     device: Annotated[str, typer.Option(help="Plan for this device: auto, cpu or cuda.")] = "auto",
     epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the device's default).")] = 0,
+    time_budget: TimeBudgetOption = "",
+    budget_plan: BudgetPlanOption = True,
     weight_decay: WeightDecayOption = None,
     dropout: DropoutOption = None,
     class_weights: ClassWeightsOption = "",
@@ -305,6 +322,8 @@ def plan(
         seed=seed,
         device=device,
         epochs=epochs,
+        time_budget_s=_duration(time_budget),
+        budget_plan=budget_plan,
         weight_decay=weight_decay,
         dropout=dropout,
         class_weights=_numbers("--class-weights", class_weights),

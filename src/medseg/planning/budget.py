@@ -1,0 +1,110 @@
+"""Spend a time budget well: the candidate configurations it could buy, and the rule that picks one.
+
+A time budget used to decide only when training stops; the patch, batch and resolution were fixed voxel
+budgets, which fit some machines and not others (a CPU without native bf16 runs the same plan several times
+slower). With ``--time-budget T``, :func:`candidates` lists configurations that trade context, resolution
+and steps differently; each is planned (:func:`medseg.planning.plans.make_plans`) and its training step timed
+on the training device (:func:`medseg.training.speed.plan_for_budget`); :func:`choose` then applies the
+rule below to the measurements. Everything here is pure, so the rule is tested on synthetic fingerprints
+with made-up step times (tests/planning/test_budget.py).
+
+The rule (``context-then-resolution-v1``, docs/planning.md):
+
+1. a configuration is affordable when the budget buys it at least :data:`MIN_STEPS` optimiser steps
+   (:data:`STEP_FRACTION` of the budget goes to steps, the rest to validation and data loading);
+2. among the affordable ones, the largest coverage wins (the fraction of the median image one patch sees,
+   rounded to 0.05: a patch that cannot see an organ's surroundings cannot tell it from its neighbours),
+   then the finest spacing, then the most steps;
+3. if none is affordable, the one that buys the most steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from medseg.config.budget import BudgetChoice, Configuration
+from medseg.config.plans import Plans
+from medseg.planning.fingerprint import Fingerprint
+from medseg.planning.plans import Budget, default_patch_voxels, median_extent, target_spacing
+
+__all__ = ["MIN_STEPS", "RULE", "STEP_FRACTION", "budget_choice", "candidates", "choose", "coverage", "describe"]
+
+RULE = "context-then-resolution-v1"
+MIN_STEPS = 1000
+STEP_FRACTION = 0.85
+
+
+def candidates(fp: Fingerprint, budget: Budget) -> list[tuple[str, Budget]]:
+    """Named variations of ``budget`` to plan and time: the device's default first, then a larger patch,
+    a smaller patch with a larger batch, and (when the median image is larger than a patch) coarser spacings
+    at which the whole image, or half-way to it, fits one patch."""
+    gpu = budget.device.startswith("cuda")
+    voxels = default_patch_voxels(fp.ndim, gpu)
+    spacing = np.array(target_spacing(np.array(fp.spacings)))
+    median_voxels = float(np.prod(median_extent(fp) / spacing))
+    whole = (median_voxels / voxels) ** (1 / fp.ndim)  # the factor at which the median image fits one patch
+    larger = 4 if fp.ndim == 2 else 2
+    out = [
+        ("default", budget),
+        ("larger patch", replace(budget, patch_voxels=voxels * larger)),
+        # in 2D the batch rule already fills the voxel budget with smaller patches; in 3D it is fixed at 2
+        (
+            "smaller patch, larger batch",
+            replace(budget, patch_voxels=voxels // larger, batch_size=0 if fp.ndim == 2 else 4),
+        ),
+    ]
+    if whole > 1.05:
+        out.append(("whole image, coarser", replace(budget, spacing_factor=float(whole))))
+    if whole > 1.5:
+        out.append(("half-way coarser", replace(budget, spacing_factor=float(math.sqrt(whole)))))
+    return out
+
+
+def coverage(plans: Plans, fp: Fingerprint) -> float:
+    """The fraction of the median image's physical volume one patch sees (at most 1)."""
+    patch = np.array(plans.patch_size) * np.array(plans.data.target_spacing)
+    return float(min(1.0, np.prod(np.minimum(patch / median_extent(fp), 1.0))))
+
+
+def describe(name: str, candidate: Budget, plans: Plans, fp: Fingerprint) -> Configuration:
+    """The record of a planned candidate (before it is timed)."""
+    return Configuration(
+        name=name,
+        spacing_factor=candidate.spacing_factor,
+        patch_voxels=candidate.patch_voxels or default_patch_voxels(fp.ndim, candidate.device.startswith("cuda")),
+        batch_size=plans.train.batch_size,
+        patch_size=tuple(plans.patch_size),
+        target_spacing=tuple(plans.data.target_spacing),
+        coverage=round(coverage(plans, fp), 4),
+    )
+
+
+def choose(configurations: list[Configuration], time_budget_s: float) -> tuple[int, list[Configuration]]:
+    """Apply the rule (module docstring) to timed configurations; returns the chosen index and the
+    configurations with ``steps`` filled in."""
+    if not configurations:
+        raise ValueError("choose needs at least one configuration")
+    timed = [
+        replace(c, steps=int(STEP_FRACTION * time_budget_s / c.step_seconds) if c.step_seconds > 0 else 0)
+        for c in configurations
+    ]
+    affordable = [i for i, c in enumerate(timed) if c.steps >= MIN_STEPS]
+    if not affordable:
+        return max(range(len(timed)), key=lambda i: (timed[i].steps, -i)), timed
+
+    def key(i: int) -> tuple[float, float, int, int]:
+        c = timed[i]
+        return (round(c.coverage * 20) / 20, -float(np.prod(c.target_spacing)), c.steps, -i)
+
+    return max(affordable, key=key), timed
+
+
+def budget_choice(
+    configurations: list[Configuration], time_budget_s: float, device: str, measured_seconds: float
+) -> BudgetChoice:
+    """The record for ``plans.json`` of choosing among timed ``configurations``."""
+    chosen, timed = choose(configurations, time_budget_s)
+    return BudgetChoice(time_budget_s, device, tuple(timed), chosen, RULE, round(measured_seconds, 2))

@@ -1,0 +1,128 @@
+"""Budget-aware planning: the candidates, the rule on made-up step times (pure), and the timed plan recorded
+in plans.json on real measurements."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.apps.cli.app import main
+from medseg.config.budget import Configuration
+from medseg.config.plans import load_plans
+from medseg.labels import LabelSpec
+from medseg.planning.budget import MIN_STEPS, STEP_FRACTION, candidates, choose, coverage
+from medseg.planning.fingerprint import Fingerprint, IntensityStats
+from medseg.planning.plans import Budget, make_plans
+
+
+def _fp(shape: tuple[int, ...], spacing: tuple[float, ...], n: int = 5) -> Fingerprint:
+    return Fingerprint(
+        name="t",
+        shapes=(shape,) * n,
+        spacings=(spacing,) * n,
+        cropped_shapes=(shape,) * n,
+        channel_names=("CT",),
+        labels=LabelSpec({0: "bg", 1: "lung", 2: "heart"}, (0, 1, 2)),
+        foreground_intensity=(IntensityStats(10.0, 5.0, -100.0, 300.0),),
+        file_ending=".png",
+    )
+
+
+def _config(name: str, cover: float, spacing: float, step_s: float) -> Configuration:
+    return Configuration(name, 1.0, 0, 2, (256, 256), (spacing, spacing), cover, step_s)
+
+
+SECONDS = 900.0  # a 15-minute budget: MIN_STEPS steps need steps of at most 0.765 s
+AFFORDABLE = STEP_FRACTION * SECONDS / MIN_STEPS
+
+
+def test_the_largest_affordable_coverage_wins() -> None:
+    configs = [
+        _config("patches, full resolution", 0.25, 1.0, 0.3),
+        _config("whole image, coarse", 1.0, 2.0, 0.3),
+        _config("whole image, full resolution", 1.0, 1.0, AFFORDABLE * 2),  # buys 500 steps: not affordable
+    ]
+    chosen, timed = choose(configs, SECONDS)
+    assert chosen == 1
+    assert [c.steps for c in timed] == [int(STEP_FRACTION * SECONDS / c.step_seconds) for c in configs]
+    assert timed[2].steps < MIN_STEPS <= timed[1].steps
+
+
+def test_equal_coverage_prefers_the_finer_spacing_then_more_steps() -> None:
+    configs = [
+        _config("coarse", 1.0, 2.0, 0.1),
+        _config("fine", 0.98, 1.0, 0.5),
+        _config("fine, faster", 1.0, 1.0, 0.4),
+    ]
+    assert choose(configs, SECONDS)[0] == 2  # 0.98 and 1.0 round to the same coverage; finer; then more steps
+
+
+def test_when_nothing_is_affordable_the_most_steps_win() -> None:
+    configs = [_config("big", 1.0, 1.0, 5.0), _config("small", 0.1, 1.0, 2.0)]
+    chosen, timed = choose(configs, SECONDS)
+    assert chosen == 1 and max(c.steps for c in timed) < MIN_STEPS
+
+
+def test_a_large_2d_image_gets_a_whole_image_candidate_that_covers_it() -> None:
+    fp = _fp((1024, 1024), (0.35, 0.35))
+    named = dict(candidates(fp, Budget(device="cpu", time_budget_s=SECONDS)))
+    assert next(iter(named)) == "default" and {"larger patch", "whole image, coarser", "half-way coarser"} <= set(named)
+    whole = make_plans(fp, named["whole image, coarser"])
+    assert coverage(whole, fp) == pytest.approx(1.0, abs=0.02)
+    assert whole.data.target_spacing[0] == pytest.approx(0.35 * 4, rel=0.01)  # 1024² -> 256²
+    default = make_plans(fp, named["default"])
+    assert coverage(default, fp) < coverage(whole, fp)
+
+
+def test_a_small_3d_image_gets_no_coarser_candidate() -> None:
+    fp = _fp((36, 50, 35), (1.0, 1.0, 1.0))  # hippocampus-sized: already inside one patch
+    names = [name for name, _ in candidates(fp, Budget(device="cpu", time_budget_s=SECONDS))]
+    assert names == ["default", "larger patch", "smaller patch, larger batch"]
+
+
+def test_budget_fields_steer_make_plans() -> None:
+    fp = _fp((512, 512), (1.0, 1.0))
+    base = make_plans(fp, Budget(device="cpu"))
+    coarse = make_plans(fp, Budget(device="cpu", spacing_factor=2.0, batch_size=6, patch_voxels=128**2))
+    assert coarse.data.target_spacing == (2.0, 2.0) and coarse.train.batch_size == 6
+    assert np.prod(coarse.patch_size) <= np.prod(base.patch_size)
+
+
+def _medseg(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(sys, "argv", ["medseg", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return int(exit_info.value.code or 0)
+
+
+def test_plan_with_a_time_budget_records_the_measured_candidates(
+    msd_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    assert (
+        _medseg(["plan", str(msd_2d), "--out", str(run), "--device", "cpu", "--time-budget", "20m"], monkeypatch) == 0
+    )
+    plans = load_plans(run / "plans.json")
+    assert plans.budget is not None and plans.budget.time_budget_s == 1200 and plans.budget.device.startswith("cpu: ")
+    configs = plans.budget.configurations
+    assert len(configs) >= 2 and all(c.step_seconds > 0 for c in configs)
+    chosen, _ = choose([replace(c, steps=0) for c in configs], 1200)
+    assert chosen == plans.budget.chosen  # the recorded choice is the rule's on the recorded times
+    picked = configs[plans.budget.chosen]
+    assert tuple(plans.patch_size) == picked.patch_size and plans.train.batch_size == picked.batch_size
+    assert plans.train.time_budget_s == 1200
+
+
+def test_no_budget_plan_keeps_the_default_plan(msd_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed, none = tmp_path / "fixed", tmp_path / "none"
+    base = ["plan", str(msd_2d), "--device", "cpu"]
+    assert _medseg([*base, "--out", str(fixed), "--time-budget", "5m", "--no-budget-plan"], monkeypatch) == 0
+    assert _medseg([*base, "--out", str(none)], monkeypatch) == 0
+    a, b = json.loads((fixed / "plans.json").read_text()), json.loads((none / "plans.json").read_text())
+    assert a["budget"] is None and b["budget"] is None and a["patch_size"] == b["patch_size"]
+    assert a["train"]["time_budget_s"] == 300 and b["train"]["time_budget_s"] == 0
