@@ -4,6 +4,7 @@ the time went. Not a test: figures go into docs/benchmarks.md by hand, with the 
     python benchmarks/real_data.py hippocampus --budget 30m --out /tmp/bench-hippocampus
     python benchmarks/real_data.py jsrt --budget 15m --out /tmp/bench-jsrt
     python benchmarks/real_data.py hippocampus --epochs 100 --out /tmp/bench-hippocampus   # fixed work
+    python benchmarks/real_data.py jsrt --budget 15m --no-budget-plan --out /tmp/bench-jsrt-old   # the old plan
 
 hippocampus: MSD Task04 (200 cases here), fold 0 of 5 held out (40 cases), 3D, labels anterior/posterior.
 jsrt: 40 chest X-rays; images (2048²) are block-averaged to the masks' 1024² grid by ``medseg convert
@@ -32,6 +33,12 @@ def main() -> int:
         "--epochs", type=int, default=0, help="train exactly this many epochs instead of a time budget (fixed work)"
     )
     parser.add_argument("--out", type=Path, required=True, help="new folder for the converted data and the run")
+    parser.add_argument(
+        "--no-budget-plan",
+        action="store_true",
+        help="keep the device's default plan (the plan before budget-aware planning), only stop on time",
+    )
+    parser.add_argument("--amp", default="", help="medseg train --amp (e.g. off); default: as planned")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     source = SHARED / DATASETS[args.dataset]
@@ -48,6 +55,8 @@ def main() -> int:
     run = args.out / "run"
     started = time.perf_counter()
     length = ["--epochs", str(args.epochs)] if args.epochs else ["--time-budget", args.budget]
+    length += ["--no-budget-plan"] if args.no_budget_plan else []
+    length += ["--amp", args.amp] if args.amp else []
     subprocess.run([*medseg, "train", str(data), "--out", str(run), *length, "--device", "cpu"], check=True)
     wall = time.perf_counter() - started
     print(summarise(run, wall))
@@ -85,6 +94,21 @@ def summarise(run: Path, wall: float) -> str:
         f"{other_s:.0f} s ({100 * other_s / train_s:.1f} %); whole command {wall:.0f} s "
         f"(planning, preprocessing, final held-out prediction and evaluation included)",
     ]
+    budget = plans.get("budget")
+    if budget:  # budget-aware planning: the candidates timed on this CPU and the one chosen
+        lines += [
+            "",
+            f"budget plan ({budget['rule']}, {budget['device']}, measured in {budget['measured_seconds']:.0f} s):",
+            "",
+            "| candidate | patch | spacing | batch | coverage | s/step | steps in budget | chosen |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for i, c in enumerate(budget["configurations"]):
+            spacing = "×".join(f"{v:.3g}" for v in c["target_spacing"])
+            lines.append(
+                f"| {c['name']} | {c['patch_size']} | {spacing} | {c['batch_size']} | {c['coverage']:.2f} | "
+                f"{c['step_seconds']:.3f} | {c['steps']} | {'yes' if i == budget['chosen'] else ''} |"
+            )
     return "\n".join(lines)
 
 

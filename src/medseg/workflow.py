@@ -92,6 +92,7 @@ class TrainOptions:
     tensorboard: bool = False  # also write training curves to RUN/tensorboard (optional dependency)
     distributed: bool = False  # one of the processes torchrun started (medseg.distributed)
     budget_plan: bool = True  # with a time budget: choose patch, batch and spacing by timing candidates
+    normalization: str = "auto"  # intensity normalisation by name (medseg.config.windows), e.g. window:lung
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance
         fusion=options.fusion,
         resample_channels=options.resample_channels,
         dropout=options.dropout,
+        normalization=options.normalization,
     )
     # with a time budget the plan is chosen among candidates timed on this device (training/speed.py)
     timed = options.time_budget_s > 0 and options.budget_plan

@@ -18,6 +18,7 @@ from medseg.labels import LabelSpec
 from medseg.planning.budget import MIN_STEPS, STEP_FRACTION, candidates, choose, coverage
 from medseg.planning.fingerprint import Fingerprint, IntensityStats
 from medseg.planning.plans import Budget, make_plans
+from medseg.synthetic import SyntheticSpec, write_dataset
 
 
 def _fp(shape: tuple[int, ...], spacing: tuple[float, ...], n: int = 5) -> Fingerprint:
@@ -101,12 +102,15 @@ def _medseg(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def test_plan_with_a_time_budget_records_the_measured_candidates(
-    msd_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # 192² images: the default patch covers them; the smaller-patch candidate differs (on 64² images every
+    # candidate plans the same and only one is timed)
+    data = write_dataset(tmp_path / "data", SyntheticSpec(ndim=2, shape=(192, 192)), n_cases=3, seed=0)
+    monkeypatch.setenv("COLUMNS", "200")  # rich: one line per table row
     run = tmp_path / "run"
-    assert (
-        _medseg(["plan", str(msd_2d), "--out", str(run), "--device", "cpu", "--time-budget", "20m"], monkeypatch) == 0
-    )
+    argv = ["plan", str(data), "--out", str(run), "--device", "cpu", "--time-budget", "20m"]
+    assert _medseg(argv, monkeypatch) == 0
     plans = load_plans(run / "plans.json")
     assert plans.budget is not None and plans.budget.time_budget_s == 1200 and plans.budget.device.startswith("cpu: ")
     configs = plans.budget.configurations
@@ -116,6 +120,8 @@ def test_plan_with_a_time_budget_records_the_measured_candidates(
     picked = configs[plans.budget.chosen]
     assert tuple(plans.patch_size) == picked.patch_size and plans.train.batch_size == picked.batch_size
     assert plans.train.time_budget_s == 1200
+    shown = capsys.readouterr().out
+    assert "← chosen" in shown and picked.name in shown  # `medseg plan` shows the table before training
 
 
 def test_no_budget_plan_keeps_the_default_plan(msd_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,3 +132,22 @@ def test_no_budget_plan_keeps_the_default_plan(msd_2d: Path, tmp_path: Path, mon
     a, b = json.loads((fixed / "plans.json").read_text()), json.loads((none / "plans.json").read_text())
     assert a["budget"] is None and b["budget"] is None and a["patch_size"] == b["patch_size"]
     assert a["train"]["time_budget_s"] == 300 and b["train"]["time_budget_s"] == 0
+
+
+@pytest.mark.parametrize(("shape", "spacing"), [((1024, 1024), (0.35, 0.35)), ((96, 160, 160), (1.0, 0.8, 0.8))])
+def test_the_smaller_patch_candidate_keeps_the_voxels_per_step(shape, spacing) -> None:  # type: ignore[no-untyped-def]
+    fp = _fp(shape, spacing)
+    named = dict(candidates(fp, Budget(device="cpu", time_budget_s=SECONDS)))
+    default, small = make_plans(fp, named["default"]), make_plans(fp, named["smaller patch, larger batch"])
+    assert np.prod(small.patch_size) < np.prod(default.patch_size)
+    assert small.train.batch_size > default.train.batch_size
+    per_step = [np.prod(p.patch_size) * p.train.batch_size for p in (default, small)]
+    assert per_step[1] == pytest.approx(per_step[0], rel=0.5)
+
+
+def test_a_small_image_times_one_configuration(msd_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    argv = ["plan", str(msd_2d), "--out", str(run), "--device", "cpu", "--time-budget", "5m"]
+    assert _medseg(argv, monkeypatch) == 0
+    budget = load_plans(run / "plans.json").budget
+    assert budget is not None and [c.name for c in budget.configurations] == ["default"]  # 64²: all plan alike

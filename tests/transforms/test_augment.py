@@ -395,3 +395,64 @@ def test_flip_axis_beyond_the_data_is_an_error() -> None:
     config = dataclasses.replace(AugmentConfig(), flip_axes=(0, 1, 2))
     with pytest.raises(ConfigError, match="flip_axes"):
         augment(np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), np.uint8), config, np.random.default_rng())
+
+
+# ----------------------------------------------------------------------- elastic, simulated low resolution
+
+
+def test_an_elastic_field_is_smooth_bounded_and_seeded() -> None:
+    from medseg.transforms import elastic_field
+
+    field = elastic_field((32, 32), alpha=200.0, sigma=10.0, rng=np.random.default_rng(1))
+    again = elastic_field((32, 32), alpha=200.0, sigma=10.0, rng=np.random.default_rng(1))
+    assert field.shape == (2, 32, 32) and field.dtype == np.float32 and np.array_equal(field, again)
+    assert 0.1 < np.abs(field).max() < 20  # a few voxels, not the image size
+    neighbour_step = np.abs(np.diff(field, axis=1)).max()
+    assert neighbour_step < 0.25 * np.abs(field).max()  # smooth: neighbours move nearly alike
+    assert np.array_equal(elastic_field((8, 8), 0.0, 10.0, np.random.default_rng(0)), np.zeros((2, 8, 8)))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_elastic_deformation_moves_image_and_label_together(shape: tuple[int, ...]) -> None:
+    image = blob(shape)[None]
+    label = (image[0] > 0.5).astype(np.uint8)
+    params = AugmentParams(elastic_alpha=300.0, elastic_sigma=4.0, elastic_seed=3)
+    out_image, out_label = apply_params(image, label, params)
+    assert not np.array_equal(out_label, label)  # it did deform
+    assert set(np.unique(out_label)) <= {0, 1} and out_label.dtype == np.uint8
+    assert dice(out_image[0] > 0.5, out_label > 0) > 0.95  # the label follows the image
+
+
+def test_elastic_and_low_resolution_are_drawn_only_when_enabled() -> None:
+    """Configurations without them keep the random stream (and so the patches) of earlier versions."""
+    off = AugmentConfig(**ALL_ON)
+    changed_ranges = dataclasses.replace(off, elastic_sigma=(1.0, 2.0), low_res_zoom=(0.3, 0.4))
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    assert draw_params(off, a, 1, 2) == draw_params(changed_ranges, b, 1, 2)
+    assert a.random() == b.random()
+    on = dataclasses.replace(off, p_elastic=1.0, p_low_res=1.0)
+    params = draw_params(on, np.random.default_rng(5), 2, 3)
+    assert 0 <= params.elastic_alpha <= 200 and 9 <= params.elastic_sigma <= 13 and params.elastic_seed > 0
+    assert params.low_res is not None and len(params.low_res) == 2 and all(0.5 <= z <= 1 for z in params.low_res)
+
+
+def test_simulated_low_resolution_blurs_fine_detail_and_keeps_the_shape() -> None:
+    from medseg.transforms import simulate_low_resolution
+
+    checker = (np.indices((32, 32)).sum(axis=0) % 2).astype(np.float32)[None]
+    image = np.concatenate([checker, checker])
+    out = simulate_low_resolution(image, (0.5, 1.0))
+    assert out.shape == image.shape and out.dtype == np.float32
+    assert np.array_equal(out[1], image[1])  # zoom 1: unchanged
+    assert out[0].std() < 0.5 * image[0].std()  # the 1-voxel pattern is lost at half the resolution
+    smooth = blob((32, 32))[None]
+    assert np.abs(simulate_low_resolution(smooth, 0.5) - smooth).mean() < 0.1  # large structures survive
+    assert not np.shares_memory(out, image)
+
+
+def test_new_plans_turn_on_low_resolution_and_leave_elastic_off() -> None:
+    assert AugmentConfig().p_low_res == 0.0 and AugmentConfig().p_elastic == 0.0  # old plans: unchanged
+    config = AugmentConfig.from_dict({"p_elastic": 0.2, "elastic_alpha": [0, 100], "low_res_zoom": [0.6, 0.9]})
+    assert config.elastic_alpha == (0.0, 100.0) and config.low_res_zoom == (0.6, 0.9)
+    with pytest.raises(ConfigError, match=r"augment.low_res_zoom = \(0.5, 1.5\) is invalid"):
+        AugmentConfig(low_res_zoom=(0.5, 1.5))

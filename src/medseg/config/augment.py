@@ -15,10 +15,18 @@ from medseg.errors import ConfigError
 __all__ = ["AugmentConfig"]
 
 
-_TUPLE_FIELDS = ("flip_axes", "scale_range", "gamma_range", "blur_sigma")
+_TUPLE_FIELDS = (
+    "flip_axes",
+    "scale_range",
+    "gamma_range",
+    "blur_sigma",
+    "elastic_alpha",
+    "elastic_sigma",
+    "low_res_zoom",
+)
 
 
-_PROBABILITIES = ("p_spatial", "p_brightness", "p_contrast", "p_gamma", "p_noise", "p_blur")
+_PROBABILITIES = ("p_spatial", "p_brightness", "p_contrast", "p_gamma", "p_noise", "p_blur", "p_elastic", "p_low_res")
 
 
 def _is_range(minimum: float) -> Callable[[tuple[float, ...]], bool]:
@@ -45,6 +53,9 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("brightness", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("contrast", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("noise_std", lambda v: v >= 0, ">= 0"),
+    ("elastic_alpha", _is_range(0.0), "(low, high) with 0 <= low <= high"),
+    ("elastic_sigma", _is_range(1e-6), "(low, high) with 0 < low <= high"),
+    ("low_res_zoom", lambda v: _is_range(1e-6)(v) and v[1] <= 1, "(low, high) with 0 < low <= high <= 1"),
     *((name, _is_probability, "a probability in [0, 1]") for name in _PROBABILITIES),
 )
 
@@ -75,6 +86,15 @@ class AugmentConfig:
     p_noise: float = 0.1
     blur_sigma: tuple[float, float] = (0.5, 1.0)  # voxels, per channel
     p_blur: float = 0.2
+    # elastic deformation (batchgenerators' rule): a displacement field of uniform noise in [-1, 1] smoothed
+    # by a Gaussian of sigma voxels, times alpha; off by default, as in nnU-Net v2
+    elastic_alpha: tuple[float, float] = (0.0, 200.0)
+    elastic_sigma: tuple[float, float] = (9.0, 13.0)
+    p_elastic: float = 0.0
+    # simulated low resolution: each channel down-sampled by a zoom in the range (nearest), then back up
+    # (linear); plans written by medseg turn it on with nnU-Net's p = 0.25, older plans keep it off
+    low_res_zoom: tuple[float, float] = (0.5, 1.0)
+    p_low_res: float = 0.0
 
     def __post_init__(self) -> None:
         for name, check, requirement in _RULES:

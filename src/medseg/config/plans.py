@@ -49,9 +49,11 @@ class ChannelNorm:
     arbitrary units that differ between scans). ``imagenet`` (a pretrained encoder's input): clip to
     ``[clip_low, clip_high]`` (when ``clip_low == clip_high``, to the case's own 0.5/99.5 percentiles),
     map that range to [0, 1], then ``(x - mean) / std`` with the ImageNet statistics the weights expect.
+    ``window``: a fixed range ``[clip_low, clip_high]`` (a CT window, :mod:`medseg.config.windows`) mapped to
+    [0, 1], clipped. ``rescale``: the case's own 0.5/99.5 percentiles mapped to [0, 1], clipped.
     """
 
-    scheme: Literal["ct", "zscore", "imagenet"]
+    scheme: Literal["ct", "zscore", "imagenet", "window", "rescale"]
     clip_low: float = 0.0
     clip_high: float = 0.0
     mean: float = 0.0

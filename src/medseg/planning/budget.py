@@ -50,11 +50,9 @@ def candidates(fp: Fingerprint, budget: Budget) -> list[tuple[str, Budget]]:
     out = [
         ("default", budget),
         ("larger patch", replace(budget, patch_voxels=voxels * larger)),
-        # in 2D the batch rule already fills the voxel budget with smaller patches; in 3D it is fixed at 2
-        (
-            "smaller patch, larger batch",
-            replace(budget, patch_voxels=voxels // larger, batch_size=0 if fp.ndim == 2 else 4),
-        ),
+        # about the same voxels per step as the default: in 2D the batch rule fills the default budget with
+        # smaller patches by itself (0: the rule); in 3D the batch is fixed at 2, so 4
+        ("smaller patch, larger batch", replace(budget, patch_voxels=voxels // larger, batch_size=4 * (fp.ndim - 2))),
     ]
     if whole > 1.05:
         out.append(("whole image, coarser", replace(budget, spacing_factor=float(whole))))

@@ -27,6 +27,7 @@ import numpy as np
 
 from medseg.config.augment import AugmentConfig
 from medseg.config.plans import ChannelNorm, DataConfig, InferConfig, Plans, TrainConfig
+from medseg.config.windows import parse_normalization
 from medseg.errors import ConfigError
 from medseg.losses.registry import default_loss, loss_entry
 from medseg.models.configs import ModelConfig, ModelInputs
@@ -62,6 +63,7 @@ class Budget:
     spacing_factor: float = 1.0  # multiplies the target spacing (2: half the resolution)
     patch_voxels: int = 0  # the patch's voxel budget
     batch_size: int = 0
+    normalization: str = "auto"  # --normalization (medseg.config.windows): auto = medseg's rule per channel
 
 
 def target_spacing(spacings: np.ndarray) -> tuple[float, ...]:
@@ -99,15 +101,20 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     if budget.dropout is not None:
         model = replace(model, dropout=budget.dropout)
     model = _encoder_weights(model, budget)
+    # 2D: the batch fills twice (CPU) or four times (GPU) the device's default patch budget, so a smaller
+    # candidate patch gets a larger batch; 3D: 2
+    default_voxels = default_patch_voxels(fp.ndim, gpu)
     batch = budget.batch_size or (
-        2 if fp.ndim == 3 else int(np.clip(((4 if gpu else 2) * voxel_budget) // np.prod(patch), 2, 32))
+        2 if fp.ndim == 3 else int(np.clip(((4 if gpu else 2) * default_voxels) // np.prod(patch), 2, 32))
     )
     data = DataConfig(
         ndim=fp.ndim,
         channel_names=fp.channel_names,
         labels=fp.labels,
         target_spacing=spacing,
-        normalization=_normalization(fp, pretrained=bool(getattr(model, "encoder_weights", ""))),
+        normalization=_normalization(
+            fp, pretrained=bool(getattr(model, "encoder_weights", "")), asked=budget.normalization
+        ),
         crop_to_nonzero=crop,
         file_ending=fp.file_ending,
         resample_channels=budget.resample_channels,
@@ -166,7 +173,7 @@ def _train_config(
         optimizer="sgd" if gpu else "adamw",
         learning_rate=1e-2 if gpu else 3e-3,
         loss=loss,
-        augment=replace(AugmentConfig(), flip_axes=mirror, rotate_in_plane_only=anisotropic),
+        augment=replace(AugmentConfig(), flip_axes=mirror, rotate_in_plane_only=anisotropic, p_low_res=0.25),
         time_budget_s=budget.time_budget_s,
         # on CPU the network, not the data, is the bottleneck (augmenting a patch takes ~1-30 ms against
         # ~0.5 s for a forward/backward pass), and a loader process would steal one of few cores
@@ -236,9 +243,20 @@ IMAGENET_GREY_MEAN, IMAGENET_GREY_STD = 0.449, 0.226
 _EIGHT_BIT_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".gif")
 
 
-def _normalization(fp: Fingerprint, *, pretrained: bool) -> tuple[ChannelNorm, ...]:
-    """Per channel: as a pretrained encoder expects (``imagenet``) or medseg's own rule (``ct``, ``zscore``)."""
+def _normalization(fp: Fingerprint, *, pretrained: bool, asked: str = "auto") -> tuple[ChannelNorm, ...]:
+    """Per channel: as a pretrained encoder expects (``imagenet``), as asked (``--normalization``, the same for
+    every channel), or medseg's own rule (``ct``, ``zscore``)."""
     pairs = list(zip(fp.channel_names, fp.foreground_intensity, strict=True))
+    scheme, low, high = parse_normalization(asked)
+    if pretrained and scheme != "auto":
+        raise ConfigError(
+            f"--normalization {asked} and --encoder-weights: pretrained weights expect ImageNet's normalisation "
+            "(drop --normalization)"
+        )
+    if scheme == "ct":
+        return tuple(_ct_norm(stats) for _, stats in pairs)
+    if scheme in ("zscore", "window", "rescale"):
+        return tuple(ChannelNorm(scheme, low, high) for _ in pairs)  # type: ignore[arg-type]
     if not pretrained:
         return tuple(_channel_norm(name, stats) for name, stats in pairs)
     rgb = len(pairs) == 3
@@ -267,5 +285,9 @@ def _imagenet_norm(name: str, stats: IntensityStats, file_ending: str, mean: flo
 
 def _channel_norm(name: str, stats: IntensityStats) -> ChannelNorm:
     if name.strip().upper() == "CT":
-        return ChannelNorm("ct", stats.p00_5, stats.p99_5, stats.mean, max(stats.std, 1e-8))
+        return _ct_norm(stats)
     return ChannelNorm("zscore")
+
+
+def _ct_norm(stats: IntensityStats) -> ChannelNorm:
+    return ChannelNorm("ct", stats.p00_5, stats.p99_5, stats.mean, max(stats.std, 1e-8))

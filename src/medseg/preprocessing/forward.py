@@ -28,6 +28,7 @@ __all__ = [
     "normalize",
     "preprocess_case",
     "preprocess_image",
+    "unit_range",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,10 +55,22 @@ def normalize(image: np.ndarray, data: DataConfig) -> np.ndarray:
             channel = (np.clip(channel, norm.clip_low, norm.clip_high) - norm.mean) / norm.std
         elif norm.scheme == "imagenet":
             channel = imagenet_normalize(channel, norm)
+        elif norm.scheme in ("window", "rescale"):
+            channel = unit_range(channel, norm)
         else:
             channel = (channel - channel.mean()) / max(float(channel.std()), 1e-8)
         out[c] = channel
     return out
+
+
+def unit_range(channel: np.ndarray, norm: ChannelNorm) -> np.ndarray:
+    """``window``: ``[clip_low, clip_high]`` mapped to [0, 1]; ``rescale``: the channel's own 0.5/99.5
+    percentiles mapped to [0, 1]; clipped, float32."""
+    if norm.scheme == "window":
+        low, high = norm.clip_low, norm.clip_high
+    else:
+        low, high = (float(v) for v in np.percentile(channel, (0.5, 99.5)))
+    return ((np.clip(channel, low, high) - low) / max(high - low, 1e-8)).astype(np.float32)
 
 
 def imagenet_normalize(channel: np.ndarray, norm: ChannelNorm) -> np.ndarray:

@@ -11,8 +11,9 @@ from medseg.transforms.intensity import (
     adjust_gamma,
     gaussian_blur,
     scale_brightness,
+    simulate_low_resolution,
 )
-from medseg.transforms.spatial import affine, affine_matrix, centre_crop, flip, rotation_matrix
+from medseg.transforms.spatial import affine, affine_matrix, centre_crop, elastic_field, flip, rotation_matrix
 
 __all__ = [
     "add_gaussian_noise",
@@ -21,8 +22,10 @@ __all__ = [
     "affine",
     "affine_matrix",
     "centre_crop",
+    "elastic_field",
     "flip",
     "gaussian_blur",
     "rotation_matrix",
     "scale_brightness",
+    "simulate_low_resolution",
 ]

@@ -3,8 +3,9 @@
 TorchIO's split: :func:`draw_params` draws every random choice from the ``numpy.random.Generator`` passed in
 and records it in an :class:`AugmentParams`; :func:`apply_params` is deterministic and calls the transforms
 of :mod:`medseg.transforms`. :func:`augment` is the two in a row. The order and probabilities follow
-nnU-Net v2: rotation and scaling (each with ``p_spatial``), mirroring, Gaussian noise, Gaussian blur,
-brightness, contrast, gamma. Spatial transforms resample the image linearly and the label with nearest
+nnU-Net v2: rotation, scaling (each with ``p_spatial``) and elastic deformation (``p_elastic``, off by
+default) in one resampling, mirroring, Gaussian noise, Gaussian blur, brightness, contrast, simulated low
+resolution (``p_low_res``), gamma. Spatial transforms resample the image linearly and the label with nearest
 neighbour (``torch.nn.functional.grid_sample`` on the CPU, the faster of it and scipy; see
 :mod:`medseg.transforms.spatial`); intensity transforms change only the image.
 
@@ -52,6 +53,10 @@ class AugmentParams:
     brightness: tuple[float, ...] | None = None
     contrast: tuple[float, ...] | None = None
     gamma: tuple[float, ...] | None = None
+    elastic_alpha: float = 0.0  # 0: no elastic deformation; the field is regenerated from elastic_seed
+    elastic_sigma: float = 0.0
+    elastic_seed: int = 0
+    low_res: tuple[float, ...] | None = None  # zoom per channel (1: unchanged)
 
 
 def _draw_rotation(config: AugmentConfig, rng: np.random.Generator, ndim: int) -> tuple[float, ...]:
@@ -94,6 +99,9 @@ def draw_params(config: AugmentConfig, rng: np.random.Generator, n_channels: int
     blur = rng.random() < config.p_blur
     brightness, contrast = rng.random() < config.p_brightness, rng.random() < config.p_contrast
     gamma = rng.random() < config.p_gamma
+    # drawn only when enabled, so that configurations without them keep the random stream of earlier versions
+    elastic = config.p_elastic > 0 and rng.random() < config.p_elastic
+    low_res = config.p_low_res > 0 and rng.random() < config.p_low_res
     return AugmentParams(
         flip_axes=flips,
         rotation=rotation,
@@ -104,6 +112,10 @@ def draw_params(config: AugmentConfig, rng: np.random.Generator, n_channels: int
         brightness=_channels(rng, 1 - config.brightness, 1 + config.brightness, n_channels) if brightness else None,
         contrast=_channels(rng, 1 - config.contrast, 1 + config.contrast, n_channels) if contrast else None,
         gamma=_draw_gamma(config, rng, n_channels) if gamma else None,
+        elastic_alpha=float(rng.uniform(*config.elastic_alpha)) if elastic else 0.0,
+        elastic_sigma=float(rng.uniform(*config.elastic_sigma)) if elastic else 0.0,
+        elastic_seed=int(rng.integers(2**63)) if elastic else 0,
+        low_res=_channels(rng, *config.low_res_zoom, n_channels) if low_res else None,
     )
 
 
@@ -136,9 +148,14 @@ def apply_params(
     _check_pair(image, label)
     source_image, source_label = image, label
     image = np.asarray(image, dtype=np.float32)
-    if params.rotation or params.scale != 1.0:
+    if params.rotation or params.scale != 1.0 or params.elastic_alpha > 0:
         matrix = spatial.affine_matrix(params.rotation, params.scale, image.ndim - 1)
-        image, label = spatial.affine(image, label, matrix, out_shape)
+        shape = tuple(out_shape) if out_shape is not None else image.shape[1:]
+        field = None
+        if params.elastic_alpha > 0:
+            rng = np.random.default_rng(params.elastic_seed)
+            field = spatial.elastic_field(shape, params.elastic_alpha, params.elastic_sigma, rng)
+        image, label = spatial.affine(image, label, matrix, out_shape, displacement=field)
     elif out_shape is not None:
         image, label = spatial.centre_crop(image, label, out_shape)
     if params.flip_axes:
@@ -151,6 +168,8 @@ def apply_params(
         image = intensity.scale_brightness(image, params.brightness)
     if params.contrast is not None:
         image = intensity.adjust_contrast(image, params.contrast)
+    if params.low_res is not None:
+        image = intensity.simulate_low_resolution(image, params.low_res)
     if params.gamma is not None:
         image = intensity.adjust_gamma(image, params.gamma)
     if np.shares_memory(image, source_image):

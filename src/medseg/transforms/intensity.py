@@ -10,9 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["add_gaussian_noise", "adjust_contrast", "adjust_gamma", "gaussian_blur", "scale_brightness"]
+__all__ = [
+    "add_gaussian_noise",
+    "adjust_contrast",
+    "adjust_gamma",
+    "gaussian_blur",
+    "scale_brightness",
+    "simulate_low_resolution",
+]
 
 _EPS = 1e-7
 
@@ -70,4 +79,21 @@ def gaussian_blur(image: np.ndarray, sigmas: float | Sequence[float]) -> np.ndar
     out = np.empty(image.shape, dtype=np.float32)
     for channel, s in enumerate(sigma):
         ndimage.gaussian_filter(image[channel], sigma=float(s), output=out[channel], mode="nearest")
+    return out
+
+
+def simulate_low_resolution(image: np.ndarray, zooms: float | Sequence[float]) -> np.ndarray:
+    """Per channel, down-sample ``(C, *spatial)`` by ``zoom`` (nearest neighbour, at least 1 voxel per axis)
+    and interpolate back to the original size (linear), as a scan acquired at a coarser resolution would look
+    (nnU-Net's SimulateLowResolutionTransform). A zoom of 1 leaves the channel unchanged."""
+    out = np.array(image, dtype=np.float32, copy=True)
+    spatial = out.shape[1:]
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
+    for c, zoom in enumerate(np.broadcast_to(np.asarray(zooms, dtype=np.float64), (out.shape[0],))):
+        if zoom >= 1:
+            continue
+        small = tuple(max(1, round(s * float(zoom))) for s in spatial)
+        channel = torch.from_numpy(out[c])[None, None]
+        down = F.interpolate(channel, size=small, mode="nearest")
+        out[c] = F.interpolate(down, size=spatial, mode=mode, align_corners=False)[0, 0].numpy()
     return out

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
-__all__ = ["affine", "affine_matrix", "centre_crop", "flip", "rotation_matrix"]
+__all__ = ["affine", "affine_matrix", "centre_crop", "elastic_field", "flip", "rotation_matrix"]
 
 
 def rotation_matrix(angles: Sequence[float], ndim: int) -> np.ndarray:
@@ -78,8 +79,20 @@ def _check_out_shape(spatial: tuple[int, ...], out_shape: Sequence[int] | None) 
     return out
 
 
-def _sampling_grid(in_shape: tuple[int, ...], out_shape: tuple[int, ...], matrix: np.ndarray) -> torch.Tensor:
-    """``grid_sample`` grid ``(1, *out_shape, ndim)`` for ``input = matrix @ (out - out_centre) + centre``.
+def elastic_field(shape: Sequence[int], alpha: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random displacement field ``(ndim, *shape)`` in voxels: uniform noise in [-1, 1] per axis,
+    Gaussian-smoothed with ``sigma`` voxels, times ``alpha`` (batchgenerators' elastic deformation)."""
+    shape = tuple(int(s) for s in shape)
+    return np.stack(
+        [alpha * ndimage.gaussian_filter(rng.uniform(-1, 1, shape), sigma, mode="constant") for _ in shape]
+    ).astype(np.float32)
+
+
+def _sampling_grid(
+    in_shape: tuple[int, ...], out_shape: tuple[int, ...], matrix: np.ndarray, displacement: np.ndarray | None = None
+) -> torch.Tensor:
+    """``grid_sample`` grid ``(1, *out_shape, ndim)`` for ``input = matrix @ (out - out_centre) + centre``
+    (+ ``displacement`` ``(ndim, *out_shape)`` voxels, an elastic field, when given).
 
     The rotation centre is the centre of the output patch placed as a centred crop of the input, so the
     identity matrix reproduces :func:`centre_crop` exactly.
@@ -90,6 +103,8 @@ def _sampling_grid(in_shape: tuple[int, ...], out_shape: tuple[int, ...], matrix
     offset = start + out_centre - matrix @ out_centre
     grid = np.indices(out_shape, dtype=np.float32).reshape(ndim, -1)
     coords = matrix.astype(np.float32) @ grid + offset.astype(np.float32)[:, None]
+    if displacement is not None:
+        coords = coords + displacement.reshape(ndim, -1)
     # align_corners=True: -1 and 1 are the centres of the first and last voxel.
     sizes = np.maximum(np.array(in_shape, dtype=np.float32) - 1, 1)[:, None]
     normalised = coords * (2 / sizes) - 1
@@ -103,8 +118,9 @@ def affine(
     label: np.ndarray,
     matrix: np.ndarray,
     out_shape: Sequence[int] | None = None,
+    displacement: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resample image and label through ``input = matrix @ (output - centre) + centre``.
+    """Resample image and label through ``input = matrix @ (output - centre) + centre (+ displacement)``.
 
     Args:
         image: ``(C, *spatial)`` float.
@@ -118,7 +134,9 @@ def affine(
     """
     spatial = tuple(image.shape[1:])
     out = _check_out_shape(spatial, out_shape)
-    grid = _sampling_grid(spatial, out, np.asarray(matrix, dtype=np.float64))
+    if displacement is not None and displacement.shape != (len(spatial), *out):
+        raise ValueError(f"displacement {displacement.shape} must be (ndim, *out_shape) = {(len(spatial), *out)}")
+    grid = _sampling_grid(spatial, out, np.asarray(matrix, dtype=np.float64), displacement)
     image_t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
     image_out = F.grid_sample(image_t, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     label_t = torch.from_numpy(np.ascontiguousarray(_label_channels(label, len(spatial)), dtype=np.float32))

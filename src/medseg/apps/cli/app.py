@@ -82,6 +82,14 @@ BudgetPlanOption = Annotated[
         "device's default plan and only stop on time.",
     ),
 ]
+NormalizationOption = Annotated[
+    str,
+    typer.Option(
+        help="Intensity normalisation of every channel: auto (CT: dataset clip + z-score, else per-case "
+        "z-score), zscore, ct, rescale ([0, 1] from the case's percentiles), window:lung|soft-tissue|bone|brain|"
+        "liver or window:LEVEL,WIDTH (a CT window in HU mapped to [0, 1])."
+    ),
+]
 FoldOption = Annotated[
     str, typer.Option(help="Cross-validation fold held out for validation, or all (train every fold).")
 ]
@@ -224,6 +232,7 @@ def train(
     loss: LossOption = "",
     fusion: FusionOption = "early",
     resample_channels: ResampleChannelsOption = False,
+    normalization: NormalizationOption = "auto",
     tensorboard: Annotated[
         bool,
         typer.Option(
@@ -251,6 +260,7 @@ def train(
         resume=resume,
         tensorboard=tensorboard,
         distributed=distributed,
+        normalization=normalization,
         deterministic=deterministic,
         optimizer=optimizer,
         schedule=schedule,
@@ -306,6 +316,7 @@ def plan(
     loss: LossOption = "",
     fusion: FusionOption = "early",
     resample_channels: ResampleChannelsOption = False,
+    normalization: NormalizationOption = "auto",
 ) -> None:
     """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`); with
     --folds all also RUN/splits.json (edit it too)."""
@@ -334,12 +345,18 @@ def plan(
         loss=loss,
         fusion=fusion,
         resample_channels=resample_channels,
+        normalization=normalization,
     )
     planner = medseg.plan_crossval if all_folds else medseg.plan
     with TrainingView() as view:
         plans = planner(dataset, out, options, medseg.Callbacks(on_step=view.step))
     t = plans.train
-    Console().print(
+    console = Console()
+    if plans.budget is not None:
+        from medseg.apps.cli.views import budget_table
+
+        console.print(budget_table(plans.budget))
+    console.print(
         f"plans: {medseg.RunDir(out).plans_path}\n  target spacing {plans.data.target_spacing}, "
         f"patch {plans.patch_size}, batch {t.batch_size}, model {plans.model.name}, loss {t.loss}, "
         f"{t.optimizer} lr {t.learning_rate}"

@@ -220,6 +220,23 @@ def _steps_text(steps: Any) -> str:
     return "after " + "; ".join(parts)
 
 
+def budget_table(budget: Any) -> Table:
+    """The configurations a time budget was planned from (``plans.budget``), the chosen one marked."""
+    table = Table(
+        title=f"time budget {budget.time_budget_s:.0f} s on {budget.device}: candidates timed in "
+        f"{budget.measured_seconds:.0f} s ({budget.rule}, docs/planning.md)"
+    )
+    for column in ("candidate", "patch", "spacing", "batch", "coverage", "s/step", "steps", ""):
+        table.add_column(column)
+    for i, c in enumerate(budget.configurations):
+        spacing = "×".join(f"{v:.3g}" for v in c.target_spacing)
+        patch = "×".join(map(str, c.patch_size))
+        chosen = "← chosen" if i == budget.chosen else ""
+        cost = f"{c.step_seconds:.3f}"
+        table.add_row(c.name, patch, spacing, str(c.batch_size), f"{c.coverage:.2f}", cost, str(c.steps), chosen)
+    return table
+
+
 def find_best_command(runs: list[Path], out: Path) -> None:
     with progress_bar("scoring out-of-fold cases", None) as advance:
         record = medseg.find_best(runs, out, progress=advance)
