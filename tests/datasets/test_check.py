@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medseg.apps.cli.app import app
-from medseg.datasets.check import check_dataset
+from medseg.datasets.check import check_dataset, lossy_mask_threshold
 from medseg.datasets.dataset import load_dataset
 from medseg.io.images import Geometry, read_image, read_label, write_image
 from tests.conftest import shared_dataset
@@ -146,3 +146,38 @@ def test_real_hippocampus_three_labels_one_channel() -> None:
     ds = load_dataset(root)
     assert len(ds.labels.names) == 3 and len(ds.channel_names) == 1
     assert "3: 0=background" in result.output and "1: MRI" in result.output
+
+
+def test_lossy_jpeg_masks_are_recognised(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    for name in ("a", "b", "c"):
+        write_image(
+            tmp_path / "images" / f"{name}.png", rng.integers(0, 200, (48, 48), dtype=np.uint8), Geometry.identity(2)
+        )
+        mask = np.zeros((48, 48), np.uint8)
+        mask[8:30, 10:33] = 255
+        write_image(tmp_path / "masks" / f"{name}.jpg", mask, Geometry.identity(2))
+    problems = _problems(tmp_path)
+    assert any("masks look lossy" in p and "--mask-threshold 128" in p for p in problems), problems
+
+
+def test_lossy_rule_spares_class_indices_and_clean_masks() -> None:
+    assert lossy_mask_threshold({0: 9000, 1: 500, 2: 300, 3: 20, 4: 5, 5: 2}) is None  # 0..K class indices
+    assert lossy_mask_threshold({0: 9000, 255: 1000}) is None  # clean 0/255
+    assert lossy_mask_threshold({0: 9000, 1: 30, 2: 9, 3: 4, 253: 5, 254: 12, 255: 1000}) == 128
+    assert lossy_mask_threshold({0: 9000, 100: 800, 5: 30, 98: 9, 103: 4, 60: 2}) is None  # 60 is not near a level
+    voc = {0: 6000, **{k: 300 for k in range(1, 21)}, 255: 400}  # 20 classes and an "ignore" value
+    assert lossy_mask_threshold(voc) is None
+
+
+def test_check_summary_counts_the_channels_the_files_hold(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        rgb = rng.integers(0, 255, (3, 32, 32), dtype=np.uint8)
+        write_image(tmp_path / "images" / f"{name}.png", rgb, Geometry.identity(2))
+        mask = np.zeros((32, 32), np.uint8)
+        mask[4:20, 4:20] = 1
+        write_image(tmp_path / "masks" / f"{name}.png", mask, Geometry.identity(2))
+    result = CliRunner().invoke(app, ["check", str(tmp_path), "--summary"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "3 per case: R, G, B" in result.output and "1: image" not in result.output

@@ -94,3 +94,35 @@ def test_dicom_series_folders_convert(tmp_path: Path) -> None:
     image, g = read_channels([out / "imagesTr" / "patient1_0000.nii.gz"])
     np.testing.assert_array_equal(image[0], volume)
     assert g.matches(geometry)
+
+
+def _jpeg_mask_dataset(root: Path) -> Path:
+    """Binary 0/255 masks saved as JPEG: compression leaves stray values around both levels."""
+    rng = np.random.default_rng(1)
+    for name in ("j1", "j2", "j3"):
+        image = rng.integers(0, 200, size=(48, 48), dtype=np.uint8)
+        write_image(root / "images" / f"{name}.png", image, Geometry.identity(2))
+        mask = np.zeros((48, 48), np.uint8)
+        mask[10:30, 12:35] = 255
+        write_image(root / "masks" / f"{name}.jpg", mask, Geometry.identity(2))
+    return root
+
+
+def test_mask_threshold_binarises_lossy_masks(tmp_path: Path) -> None:
+    source = _jpeg_mask_dataset(tmp_path / "src")
+    assert len(load_dataset(source).labels.values) > 4  # JPEG artefacts: many values
+    out = convert_dataset(load_dataset(source), tmp_path / "out", ConvertOptions(mask_threshold=128))
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "foreground": 1}
+    label, _ = read_label(out / "labelsTr" / "j1.nii.gz")
+    expected = np.zeros((48, 48), np.uint8)
+    expected[10:30, 12:35] = 1
+    assert np.array_equal(label, expected)
+
+
+def test_cli_convert_mask_threshold(tmp_path: Path) -> None:
+    source = _jpeg_mask_dataset(tmp_path / "src")
+    result = CliRunner().invoke(app, ["convert", str(source), str(tmp_path / "out"), "--mask-threshold", "128"])
+    assert result.exit_code == 0, result.output
+    label, _ = read_label(tmp_path / "out" / "labelsTr" / "j2.nii.gz")
+    assert set(np.unique(label)) == {0, 1}

@@ -15,7 +15,7 @@ from medseg.apps.cli.app import main
 from medseg.config.budget import Configuration
 from medseg.config.plans import load_plans
 from medseg.labels import LabelSpec
-from medseg.planning.budget import MIN_STEPS, STEP_FRACTION, candidates, choose, coverage
+from medseg.planning.budget import FULL_WIDTH_STEPS, MIN_STEPS, STEP_FRACTION, candidates, choose, coverage
 from medseg.planning.fingerprint import Fingerprint, IntensityStats
 from medseg.planning.plans import Budget, make_plans
 from medseg.synthetic import SyntheticSpec, write_dataset
@@ -34,8 +34,8 @@ def _fp(shape: tuple[int, ...], spacing: tuple[float, ...], n: int = 5) -> Finge
     )
 
 
-def _config(name: str, cover: float, spacing: float, step_s: float) -> Configuration:
-    return Configuration(name, 1.0, 0, 2, (256, 256), (spacing, spacing), cover, step_s)
+def _config(name: str, cover: float, spacing: float, step_s: float, width: float = 1.0) -> Configuration:
+    return Configuration(name, 1.0, 0, 2, (256, 256), (spacing, spacing), cover, step_s, width_factor=width)
 
 
 SECONDS = 900.0  # a 15-minute budget: MIN_STEPS steps need steps of at most 0.765 s
@@ -63,6 +63,34 @@ def test_equal_coverage_prefers_the_finer_spacing_then_more_steps() -> None:
     assert choose(configs, SECONDS)[0] == 2  # 0.98 and 1.0 round to the same coverage; finer; then more steps
 
 
+FULL_WIDTH_S = STEP_FRACTION * SECONDS / FULL_WIDTH_STEPS  # the slowest step that still buys full width
+
+
+def test_the_narrower_network_wins_only_when_full_width_buys_too_few_steps() -> None:
+    slow = [_config("default", 1.0, 1.0, FULL_WIDTH_S * 2), _config("narrower", 1.0, 1.0, FULL_WIDTH_S, 0.5)]
+    assert choose(slow, SECONDS)[0] == 1  # full width: 1500 steps, below FULL_WIDTH_STEPS
+    fast = [_config("default", 1.0, 1.0, FULL_WIDTH_S * 0.9), _config("narrower", 1.0, 1.0, FULL_WIDTH_S / 2, 0.5)]
+    assert choose(fast, SECONDS)[0] == 0  # full width buys enough steps: kept although narrower buys more
+
+
+def test_a_narrower_network_never_trades_away_context() -> None:
+    configs = [
+        _config("whole image", 1.0, 2.0, FULL_WIDTH_S * 2),  # affordable, too few steps for full width
+        _config("narrower, patches", 0.25, 2.0, FULL_WIDTH_S / 4, 0.5),
+    ]
+    assert choose(configs, SECONDS)[0] == 0  # coverage first: the narrow candidate sees less
+
+
+def test_width_factor_narrows_the_unet_only() -> None:
+    fp = _fp((36, 50, 35), (1.0, 1.0, 1.0))
+    full = make_plans(fp, Budget(device="cpu"))
+    narrow = make_plans(fp, Budget(device="cpu", width_factor=0.5))
+    assert narrow.model.features == tuple(f // 2 for f in full.model.features)  # type: ignore[attr-defined]
+    assert narrow.patch_size == full.patch_size and narrow.model.strides == full.model.strides  # type: ignore[attr-defined]
+    segresnet = make_plans(fp, Budget(device="cpu", model="segresnet", width_factor=0.5))
+    assert segresnet.model == make_plans(fp, Budget(device="cpu", model="segresnet")).model
+
+
 def test_when_nothing_is_affordable_the_most_steps_win() -> None:
     configs = [_config("big", 1.0, 1.0, 5.0), _config("small", 0.1, 1.0, 2.0)]
     chosen, timed = choose(configs, SECONDS)
@@ -83,7 +111,7 @@ def test_a_large_2d_image_gets_a_whole_image_candidate_that_covers_it() -> None:
 def test_a_small_3d_image_gets_no_coarser_candidate() -> None:
     fp = _fp((36, 50, 35), (1.0, 1.0, 1.0))  # hippocampus-sized: already inside one patch
     names = [name for name, _ in candidates(fp, Budget(device="cpu", time_budget_s=SECONDS))]
-    assert names == ["default", "larger patch", "smaller patch, larger batch"]
+    assert names == ["default", "larger patch", "smaller patch, larger batch", "narrower network"]
 
 
 def test_budget_fields_steer_make_plans() -> None:
@@ -150,4 +178,7 @@ def test_a_small_image_times_one_configuration(msd_2d: Path, tmp_path: Path, mon
     argv = ["plan", str(msd_2d), "--out", str(run), "--device", "cpu", "--time-budget", "5m"]
     assert _medseg(argv, monkeypatch) == 0
     budget = load_plans(run / "plans.json").budget
-    assert budget is not None and [c.name for c in budget.configurations] == ["default"]  # 64²: all plan alike
+    assert budget is not None  # 64²: every patch candidate plans alike; the half-width network differs
+    assert [c.name for c in budget.configurations] == ["default", "narrower network"]
+    default, narrow = budget.configurations
+    assert narrow.width_factor == 0.5 and narrow.patch_size == default.patch_size

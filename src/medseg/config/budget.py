@@ -17,7 +17,8 @@ class Configuration:
     """One candidate: how it differs from the device's default plan, what it plans to, and what it costs.
 
     ``spacing_factor`` multiplies the planned target spacing (2: half the resolution), ``patch_voxels`` is the
-    patch's voxel budget, ``batch_size`` the batch. ``coverage`` is the fraction of the median image (by
+    patch's voxel budget, ``batch_size`` the batch, ``width_factor`` multiplies the network's features per
+    level (0.5: half as wide). ``coverage`` is the fraction of the median image (by
     physical volume, at most 1) one patch sees; ``step_seconds`` the measured seconds of one training step;
     ``steps`` how many the budget buys.
     """
@@ -31,6 +32,7 @@ class Configuration:
     coverage: float = 0.0
     step_seconds: float = 0.0
     steps: int = 0
+    width_factor: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,13 @@
 naming the file. Found: unreadable or truncated files, missing labels, duplicate ids (from loading), image /
 label shape or geometry mismatch, labels outside the declared set, non-binary structure masks, NaN/Inf
 voxels, constant (e.g. all-zero) images, channel files of a case that disagree in shape or geometry (unless
-``resample_channels``: then they are resampled onto the first channel's grid, as preprocessing will).
+``resample_channels``: then they are resampled onto the first channel's grid, as preprocessing will), and
+masks saved in a lossy format (:func:`lossy_mask_threshold`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,12 @@ from medseg.datasets.records import Case, Dataset, Problem
 from medseg.errors import DataError
 from medseg.io.images import Geometry, read_channels, read_label
 
-__all__ = ["CaseSummary", "CheckReport", "check_case", "check_dataset"]
+__all__ = ["CaseSummary", "CheckReport", "check_case", "check_dataset", "lossy_levels", "lossy_mask_threshold"]
+
+LOSSY_NEAR = 16  # stray values of a lossy mask lie at most this far from their level
+LOSSY_MIN_GAP = 32  # real levels at least this far apart (0/255 masks), unlike consecutive class indices
+LOSSY_STRAY_FRACTION = 0.1  # stray values hold less than this share of all voxels
+LOSSY_LEVEL_FRACTION = 0.01  # each level holds at least this share
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,67 @@ def check_dataset(
         problems += case_problems
         if progress is not None:
             progress()
-    return CheckReport(dataset, tuple(summaries), tuple(_unique(problems)))
+    report = CheckReport(dataset, tuple(summaries), tuple(_unique(problems)))
+    if dataset.labels.overlapping or not summaries:
+        return report
+    totals = report.label_totals()
+    by_value = {dataset.labels.values[k]: n for k, n in totals.items()}
+    levels = lossy_levels(by_value)
+    if not levels:
+        return report
+    threshold = np.ceil((levels[0] + levels[1]) / 2)
+    fix = (
+        f"convert with `medseg convert {dataset.root} OUT --mask-threshold {threshold:g}` (value >= {threshold:g} -> 1)"
+        if len(levels) == 2
+        else "save the masks in a lossless format (PNG, NIfTI)"
+    )
+    lossy = Problem(
+        dataset.root,
+        f"masks look lossy (JPEG-like artefacts): {len(by_value)} label values cluster around the levels "
+        f"{', '.join(map(str, levels))}; {fix}",
+    )
+    return CheckReport(dataset, report.cases, (*report.problems, lossy))
+
+
+def lossy_mask_threshold(voxels_by_value: dict[int, int]) -> float | None:
+    """The binarisation threshold for masks whose values cluster around a few far-apart levels, or None.
+
+    A mask saved as JPEG (or exported with anti-aliasing) keeps its real levels (0 and 255) as the most
+    frequent values, with stray values close to them (1-8 and 247-254 on Kvasir-SEG). The rule: the sorted
+    values fall into clusters (a gap of more than :data:`LOSSY_NEAR` starts a new one); there are at least two,
+    their most frequent values (the levels) lie at least :data:`LOSSY_MIN_GAP` apart and each hold at least
+    :data:`LOSSY_LEVEL_FRACTION` of the voxels, at least three values are
+    not levels, each within :data:`LOSSY_NEAR` of its level, and together they hold under
+    :data:`LOSSY_STRAY_FRACTION` of the voxels. Class indices 0..K form one cluster (never lossy); a clean 0/255
+    mask has no stray values; a label map with classes 0..20 and 255 ("ignore") has its classes' many voxels.
+    Returns the midpoint of the two lowest levels, rounded up (128 for 0/255).
+    """
+    levels = lossy_levels(voxels_by_value)
+    return float(np.ceil((levels[0] + levels[1]) / 2)) if levels else None
+
+
+def lossy_levels(voxels_by_value: dict[int, int]) -> list[int]:
+    """The real levels of lossy masks (see :func:`lossy_mask_threshold`), or [] when the masks look clean."""
+    total = sum(voxels_by_value.values())
+    values = sorted(voxels_by_value)
+    if total == 0 or len(values) < 5:
+        return []
+    clusters: list[list[int]] = [[values[0]]]
+    for v in values[1:]:
+        if v - clusters[-1][-1] > LOSSY_NEAR:
+            clusters.append([])
+        clusters[-1].append(v)
+    levels = [max(c, key=lambda v: voxels_by_value[v]) for c in clusters]
+    if len(levels) < 2 or min(b - a for a, b in itertools.pairwise(levels)) < LOSSY_MIN_GAP:
+        return []
+    if any(voxels_by_value[level] < LOSSY_LEVEL_FRACTION * total for level in levels):
+        return []  # a rare value far from the others is a class of its own, not a level
+    stray = [(v, level) for c, level in zip(clusters, levels, strict=True) for v in c if v != level]
+    if len(stray) < 3 or any(abs(v - level) > LOSSY_NEAR for v, level in stray):
+        return []
+    if sum(voxels_by_value[v] for v, _ in stray) >= LOSSY_STRAY_FRACTION * total:
+        return []
+    return levels
 
 
 def check_case(

@@ -6,6 +6,11 @@ Label values are remapped to consecutive indices (nnU-Net requires 0..K-1: a 0/2
 multi-channel images (RGB, 4D NIfTI) become one file per channel; geometry is kept. With
 ``resize_images_to_masks`` an image whose size is an exact integer multiple of its mask's (JSRT: 2048² images
 with 1024² masks) is reduced by block averaging to the mask's grid and its spacing scaled accordingly.
+
+With ``mask_threshold`` T, every mask is binarised (value >= T -> 1, else 0) before anything else: the fix for
+masks stored in a lossy format (JPEG leaves values 1-8 and 246-255 around a 0/255 mask, which would otherwise
+read as a 19-class dataset; ``medseg check`` recognises them and suggests T). Overlapping structure masks are
+binarised the same way, one structure at a time.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class ConvertOptions:
     file_ending: str = ".nii.gz"
     resize_images_to_masks: bool = False
     name: str = ""
+    mask_threshold: float | None = None  # binarise masks: value >= T -> 1 (lossy JPEG masks)
 
 
 def convert_dataset(
@@ -49,9 +55,12 @@ def convert_dataset(
     if not source.labels.values and not source.labels.overlapping:
         raise DataError(source.root, "no label values known", "the masks could not be read")
     channel_names = _channel_names(source)
+    names = source.labels.names
+    if options.mask_threshold is not None and not source.labels.overlapping:
+        names = {0: "background", 1: "foreground"}
     meta = DatasetMeta(
         name=options.name or source.root.name,
-        labels=LabelSpec(source.labels.names, tuple(source.labels.names), source.labels.overlapping),
+        labels=LabelSpec(names, tuple(names), source.labels.overlapping),
         channel_names=channel_names,
         file_ending=options.file_ending,
         description=f"converted by medseg from {source.layout} layout at {source.root}",
@@ -93,7 +102,10 @@ def _convert_case(case: Case, source: Dataset, options: ConvertOptions) -> CaseA
             f"label shape {label_shape} differs from image shape {image.shape[1:]}",
             "use --resize-images-to-masks if the image is an exact multiple of the mask",
         )
-    if source.labels.overlapping:
+    if options.mask_threshold is not None:
+        binary = [(arr >= options.mask_threshold).astype(np.uint8) for arr, _ in labels]
+        label = np.stack(binary) if source.labels.overlapping else binary[0]
+    elif source.labels.overlapping:
         label = np.stack([(arr > 0).astype(np.uint8) for arr, _ in labels])
     else:
         label = source.labels.to_indices(labels[0][0], case.label[0])

@@ -8,14 +8,17 @@ on the training device (:func:`medseg.training.speed.plan_for_budget`); :func:`c
 rule below to the measurements. Everything here is pure, so the rule is tested on synthetic fingerprints
 with made-up step times (tests/planning/test_budget.py).
 
-The rule (``context-then-resolution-v1``, docs/planning.md):
+The rule (``context-then-resolution-v2``, docs/planning.md):
 
 1. a configuration is affordable when the budget buys it at least :data:`MIN_STEPS` optimiser steps
    (:data:`STEP_FRACTION` of the budget goes to steps, the rest to validation and data loading);
 2. among the affordable ones, the largest coverage wins (the fraction of the median image one patch sees,
    rounded to 0.05: a patch that cannot see an organ's surroundings cannot tell it from its neighbours),
-   then the finest spacing, then the most steps;
-3. if none is affordable, the one that buys the most steps.
+   then the finest spacing;
+3. among the candidates of that coverage and spacing, the full-width network when it buys at least
+   :data:`FULL_WIDTH_STEPS` steps, else the one that buys the most steps (a narrower network: fewer
+   features per level, more steps in the same time);
+4. if none is affordable, the one that buys the most steps.
 """
 
 from __future__ import annotations
@@ -30,17 +33,30 @@ from medseg.config.plans import Plans
 from medseg.planning.fingerprint import Fingerprint
 from medseg.planning.plans import Budget, default_patch_voxels, median_extent, target_spacing
 
-__all__ = ["MIN_STEPS", "RULE", "STEP_FRACTION", "budget_choice", "candidates", "choose", "coverage", "describe"]
+__all__ = [
+    "FULL_WIDTH_STEPS",
+    "MIN_STEPS",
+    "RULE",
+    "STEP_FRACTION",
+    "budget_choice",
+    "candidates",
+    "choose",
+    "coverage",
+    "describe",
+]
 
-RULE = "context-then-resolution-v1"
+RULE = "context-then-resolution-v2"
 MIN_STEPS = 1000
+FULL_WIDTH_STEPS = 3000
 STEP_FRACTION = 0.85
+NARROW_WIDTH = 0.5  # the narrower-network candidate's width factor
 
 
 def candidates(fp: Fingerprint, budget: Budget) -> list[tuple[str, Budget]]:
     """Named variations of ``budget`` to plan and time: the device's default first, then a larger patch,
-    a smaller patch with a larger batch, and (when the median image is larger than a patch) coarser spacings
-    at which the whole image, or half-way to it, fits one patch."""
+    a smaller patch with a larger batch, the default patch with a network half as wide, and (when the
+    median image is larger than a patch) coarser spacings at which the whole image, or half-way to it, fits
+    one patch."""
     gpu = budget.device.startswith("cuda")
     voxels = default_patch_voxels(fp.ndim, gpu)
     spacing = np.array(target_spacing(np.array(fp.spacings)))
@@ -53,6 +69,7 @@ def candidates(fp: Fingerprint, budget: Budget) -> list[tuple[str, Budget]]:
         # about the same voxels per step as the default: in 2D the batch rule fills the default budget with
         # smaller patches by itself (0: the rule); in 3D the batch is fixed at 2, so 4
         ("smaller patch, larger batch", replace(budget, patch_voxels=voxels // larger, batch_size=4 * (fp.ndim - 2))),
+        ("narrower network", replace(budget, width_factor=NARROW_WIDTH)),
     ]
     if whole > 1.05:
         out.append(("whole image, coarser", replace(budget, spacing_factor=float(whole))))
@@ -77,6 +94,7 @@ def describe(name: str, candidate: Budget, plans: Plans, fp: Fingerprint) -> Con
         patch_size=tuple(plans.patch_size),
         target_spacing=tuple(plans.data.target_spacing),
         coverage=round(coverage(plans, fp), 4),
+        width_factor=candidate.width_factor,
     )
 
 
@@ -93,11 +111,15 @@ def choose(configurations: list[Configuration], time_budget_s: float) -> tuple[i
     if not affordable:
         return max(range(len(timed)), key=lambda i: (timed[i].steps, -i)), timed
 
-    def key(i: int) -> tuple[float, float, int, int]:
-        c = timed[i]
-        return (round(c.coverage * 20) / 20, -float(np.prod(c.target_spacing)), c.steps, -i)
+    def context(i: int) -> tuple[float, float]:
+        return round(timed[i].coverage * 20) / 20, -float(np.prod(timed[i].target_spacing))
 
-    return max(affordable, key=key), timed
+    best = max(context(i) for i in affordable)
+    tied = [i for i in affordable if context(i) == best]
+    full = [i for i in tied if timed[i].width_factor == 1.0 and timed[i].steps >= FULL_WIDTH_STEPS]
+    if full:
+        return max(full, key=lambda i: (timed[i].steps, -i)), timed
+    return max(tied, key=lambda i: (timed[i].steps, -i)), timed
 
 
 def budget_choice(

@@ -34,7 +34,7 @@ from medseg.models.configs import ModelConfig, ModelInputs
 from medseg.models.encoder_weights import check_encoder_weights
 from medseg.models.fusion import check_fusion
 from medseg.models.registry import MODELS, model_entry
-from medseg.models.unet_config import plan_unet
+from medseg.models.unet_config import UNetConfig, plan_unet
 from medseg.planning.fingerprint import Fingerprint, IntensityStats
 
 __all__ = ["Budget", "default_patch_voxels", "make_plans", "median_extent", "mirror_axes", "target_spacing"]
@@ -63,6 +63,7 @@ class Budget:
     spacing_factor: float = 1.0  # multiplies the target spacing (2: half the resolution)
     patch_voxels: int = 0  # the patch's voxel budget
     batch_size: int = 0
+    width_factor: float = 1.0  # multiplies the planned U-Net's features per level (0.5: half as wide)
     normalization: str = "auto"  # --normalization (medseg.config.windows): auto = medseg's rule per channel
 
 
@@ -100,6 +101,9 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     check_fusion(budget.fusion, model, replace(inputs, patch_size=patch))
     if budget.dropout is not None:
         model = replace(model, dropout=budget.dropout)
+    if budget.width_factor != 1.0 and isinstance(model, UNetConfig):
+        features = tuple(max(MIN_FEATURES, round(f * budget.width_factor)) for f in model.features)
+        model = replace(model, features=features)
     model = _encoder_weights(model, budget)
     # 2D: the batch fills twice (CPU) or four times (GPU) the device's default patch budget, so a smaller
     # candidate patch gets a larger batch; 3D: 2
@@ -131,6 +135,9 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         infer=infer,
         fusion=budget.fusion,  # type: ignore[arg-type]  # one of FUSIONS: check_fusion passed
     )
+
+
+MIN_FEATURES = 4  # a narrower candidate keeps at least this many features per level
 
 
 def default_patch_voxels(ndim: int, gpu: bool) -> int:

@@ -85,11 +85,15 @@ def plan_for_budget(fp: Fingerprint, budget: Budget, device: torch.device) -> Pl
     for name, candidate in candidates(fp, budget):
         plans = make_plans(fp, candidate)
         record = describe(name, candidate, plans, fp)
-        shape = (record.patch_size, record.target_spacing, record.batch_size)
-        if any((r.patch_size, r.target_spacing, r.batch_size) == shape for r in records):
+        shape = (record.patch_size, record.target_spacing, record.batch_size, record.width_factor)
+        if any((r.patch_size, r.target_spacing, r.batch_size, r.width_factor) == shape for r in records):
             continue  # the same configuration under another name
+        if record.width_factor != 1.0 and plans.model == planned[0].model:
+            continue  # the model has no width to narrow (not a U-Net of medseg's own)
         seconds = measure_step_seconds(plans, device)
-        logger.info("budget candidate %s: patch %s, spacing %s, batch %d: %.3f s per step", name, *shape, seconds)
+        logger.info(
+            "budget candidate %s: patch %s, spacing %s, batch %d, width x%g: %.3f s per step", name, *shape, seconds
+        )
         planned.append(plans)
         records.append(replace(record, step_seconds=round(seconds, 4)))
     choice = budget_choice(records, budget.time_budget_s, _device_name(device), time.perf_counter() - started)

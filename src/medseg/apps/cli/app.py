@@ -83,13 +83,23 @@ def convert(
         bool, typer.Option(help="Block-average images that are an exact integer multiple of their masks' size.")
     ] = False,
     name: Annotated[str, typer.Option(help="Dataset name in dataset.json (default: the source folder name).")] = "",
+    mask_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Binarise every mask: value >= T becomes 1, else 0 (for lossy JPEG masks; `medseg check` suggests T)."
+        ),
+    ] = None,
 ) -> None:
     """Convert a dataset (images/ + masks/, DICOM series folders, MSD) into the nnU-Net v2 (or MSD) layout."""
     from medseg import ConvertOptions
     from medseg.apps.cli.views import convert_command
 
     options = ConvertOptions(
-        layout=layout, file_ending=file_ending, resize_images_to_masks=resize_images_to_masks, name=name
+        layout=layout,
+        file_ending=file_ending,
+        resize_images_to_masks=resize_images_to_masks,
+        name=name,
+        mask_threshold=mask_threshold,
     )
     convert_command(source, out, options)
 

@@ -77,6 +77,18 @@ def _case_table(report: CheckReport) -> Table:
     return table
 
 
+def _channels_text(report: CheckReport) -> str:
+    """The channels the cases hold: the declared names when the files agree with them, else what was read
+    (an RGB image in a folder layout, which declares one channel named after the folder)."""
+    names = report.dataset.channel_names
+    read = sorted({c.channels for c in report.cases})
+    if not read or read == [len(names)]:
+        return f"{len(names)}: {', '.join(names)}"
+    if read == [3]:
+        return "3 per case: R, G, B (colour images)"
+    return f"{' or '.join(map(str, read))} per case (the files differ)"
+
+
 def _summary_table(report: CheckReport) -> Table:
     ds = report.dataset
     table = Table(title="dataset summary", show_header=False)
@@ -85,7 +97,7 @@ def _summary_table(report: CheckReport) -> Table:
     labelled = len(ds.labelled_cases)
     table.add_row("layout", ds.layout)
     table.add_row("cases", f"{len(ds.cases)} training ({labelled} labelled), {len(ds.test_cases)} test")
-    table.add_row("channels", f"{len(ds.channel_names)}: {', '.join(ds.channel_names)}")
+    table.add_row("channels", _channels_text(report))
     kind = "overlapping structures" if ds.labels.overlapping else "labels"
     totals = report.label_totals()
     label_text = ", ".join(
@@ -226,14 +238,16 @@ def budget_table(budget: Any) -> Table:
         title=f"time budget {budget.time_budget_s:.0f} s on {budget.device}: candidates timed in "
         f"{budget.measured_seconds:.0f} s ({budget.rule}, docs/planning.md)"
     )
-    for column in ("candidate", "patch", "spacing", "batch", "coverage", "s/step", "steps", ""):
+    for column in ("candidate", "patch", "spacing", "batch", "width", "coverage", "s/step", "steps", ""):
         table.add_column(column)
     for i, c in enumerate(budget.configurations):
         spacing = "×".join(f"{v:.3g}" for v in c.target_spacing)
         patch = "×".join(map(str, c.patch_size))
         chosen = "← chosen" if i == budget.chosen else ""
         cost = f"{c.step_seconds:.3f}"
-        table.add_row(c.name, patch, spacing, str(c.batch_size), f"{c.coverage:.2f}", cost, str(c.steps), chosen)
+        width = f"×{c.width_factor:g}"
+        row = (c.name, patch, spacing, str(c.batch_size), width, f"{c.coverage:.2f}", cost, str(c.steps), chosen)
+        table.add_row(*row)
     return table
 
 
