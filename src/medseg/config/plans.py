@@ -51,13 +51,16 @@ class ChannelNorm:
     map that range to [0, 1], then ``(x - mean) / std`` with the ImageNet statistics the weights expect.
     ``window``: a fixed range ``[clip_low, clip_high]`` (a CT window, :mod:`medseg.config.windows`) mapped to
     [0, 1], clipped. ``rescale``: the case's own 0.5/99.5 percentiles mapped to [0, 1], clipped.
+    ``histogram``: the case's histogram landmarks mapped piecewise-linearly onto ``landmarks``, the standard
+    scale learnt from the training cases (Nyúl's histogram standardisation, :mod:`medseg.preprocessing.histogram`).
     """
 
-    scheme: Literal["ct", "zscore", "imagenet", "window", "rescale"]
+    scheme: Literal["ct", "zscore", "imagenet", "window", "rescale", "histogram"]
     clip_low: float = 0.0
     clip_high: float = 0.0
     mean: float = 0.0
     std: float = 1.0
+    landmarks: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

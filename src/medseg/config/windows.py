@@ -6,6 +6,8 @@ statistics for a pretrained encoder). The others apply to every channel:
 * ``zscore``: per-case mean and standard deviation;
 * ``ct``: clip to the dataset's foreground 0.5/99.5 percentiles, z-score with its foreground mean/std;
 * ``rescale``: the case's own 0.5/99.5 percentiles mapped to [0, 1] (clipped);
+* ``histogram-match``: each case's histogram mapped onto a standard one learnt from the training cases
+  (Nyúl's landmarks: 1st, 10th ... 90th, 99th percentiles; for MRI of varying scanners);
 * ``window:NAME`` or ``window:LEVEL,WIDTH``: a CT window in Hounsfield units, ``[level - width/2,
   level + width/2]`` mapped to [0, 1] (clipped). Presets (:data:`HU_WINDOWS`, the usual radiology values):
   lung (-600, 1500), soft-tissue / mediastinum (40, 400), bone (400, 1800), brain (40, 80), liver (60, 160).
@@ -32,7 +34,7 @@ HU_WINDOWS: dict[str, tuple[float, float]] = {
     "brain": (40.0, 80.0),
     "liver": (60.0, 160.0),
 }
-NORMALIZATIONS = ("auto", "zscore", "ct", "rescale", "window:NAME", "window:LEVEL,WIDTH")
+NORMALIZATIONS = ("auto", "zscore", "ct", "rescale", "histogram-match", "window:NAME", "window:LEVEL,WIDTH")
 
 
 def parse_normalization(text: str) -> tuple[str, float, float]:
@@ -41,6 +43,8 @@ def parse_normalization(text: str) -> tuple[str, float, float]:
     name = text.strip().lower()
     if name in ("auto", "zscore", "ct", "rescale"):
         return name, 0.0, 0.0
+    if name in ("histogram-match", "histogram"):
+        return "histogram", 0.0, 0.0
     if name.startswith("window:"):
         spec = name[len("window:") :]
         if spec in HU_WINDOWS:

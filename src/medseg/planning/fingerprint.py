@@ -1,7 +1,9 @@
 """Fingerprint a dataset: read every labelled case once and keep what planning needs.
 
-Shapes, spacings, sizes after cropping to the non-zero region, and foreground intensity statistics per
-channel (sampled, 10,000 voxels per case, with the seeded generator passed in). This is the only planning
+Shapes, spacings, sizes after cropping to the non-zero region, foreground intensity statistics per
+channel (sampled, 10,000 voxels per case, with the seeded generator passed in), and the standard histogram
+landmarks per channel for ``--normalization histogram-match`` (:mod:`medseg.preprocessing.histogram`, from up
+to 200,000 body voxels per case). This is the only planning
 step that reads files; :mod:`medseg.planning.plans` turns the result into plans without touching disk.
 """
 
@@ -17,11 +19,13 @@ from medseg.errors import DataError
 from medseg.io.images import read_channels, read_label
 from medseg.labels import LabelSpec
 from medseg.preprocessing.forward import nonzero_bbox
+from medseg.preprocessing.histogram import LANDMARK_PERCENTILES, body_voxels, standard_landmarks
 
 __all__ = ["Fingerprint", "IntensityStats", "fingerprint"]
 
 
 _SAMPLES_PER_CASE = 10_000
+_LANDMARK_SAMPLES = 200_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Fingerprint:
     labels: LabelSpec
     foreground_intensity: tuple[IntensityStats, ...]
     file_ending: str
+    landmarks: tuple[tuple[float, ...], ...] = ()  # per channel: the standard histogram (histogram-match)
 
     @property
     def ndim(self) -> int:
@@ -62,6 +67,7 @@ def fingerprint(
     rng = np.random.default_rng(seed)
     shapes, spacings, cropped = [], [], []
     samples: list[list[np.ndarray]] = []
+    case_landmarks: list[list[np.ndarray]] = []
     for case in cases:
         image, geometry = read_channels(list(case.channels), resample=resample_channels)
         label, _ = read_label(case.label[0])
@@ -81,6 +87,7 @@ def fingerprint(
         values = image[:, foreground]
         pick = rng.choice(values.shape[1], size=min(_SAMPLES_PER_CASE, values.shape[1]), replace=False)
         samples.append([values[c, pick].astype(np.float64) for c in range(values.shape[0])])
+        case_landmarks.append([_landmarks(image[c], rng) for c in range(image.shape[0])])
         if progress is not None:
             progress()
     n_channels = len(samples[0])
@@ -99,7 +106,15 @@ def fingerprint(
         labels=dataset.labels,
         foreground_intensity=stats,
         file_ending=dataset.file_ending,
+        landmarks=tuple(standard_landmarks([case[c] for case in case_landmarks]) for c in range(n_channels)),
     )
+
+
+def _landmarks(channel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    body = body_voxels(channel)
+    if body.size > _LANDMARK_SAMPLES:
+        body = body[rng.choice(body.size, size=_LANDMARK_SAMPLES, replace=False)]
+    return np.percentile(body.astype(np.float64), LANDMARK_PERCENTILES)
 
 
 def _intensity_stats(values: np.ndarray) -> IntensityStats:

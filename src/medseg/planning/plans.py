@@ -264,6 +264,10 @@ def _normalization(fp: Fingerprint, *, pretrained: bool, asked: str = "auto") ->
         return tuple(_ct_norm(stats) for _, stats in pairs)
     if scheme in ("zscore", "window", "rescale"):
         return tuple(ChannelNorm(scheme, low, high) for _ in pairs)  # type: ignore[arg-type]
+    if scheme == "histogram":
+        if len(fp.landmarks) != len(pairs):
+            raise ConfigError("--normalization histogram-match: the fingerprint has no histogram landmarks (re-plan)")
+        return tuple(ChannelNorm("histogram", landmarks=landmarks) for landmarks in fp.landmarks)
     if not pretrained:
         return tuple(_channel_norm(name, stats) for name, stats in pairs)
     rgb = len(pairs) == 3

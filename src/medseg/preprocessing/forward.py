@@ -18,6 +18,7 @@ from medseg.datasets.records import Case
 from medseg.errors import DataError
 from medseg.io.images import Geometry, read_channels, read_label
 from medseg.preprocessing.checks import check_scan
+from medseg.preprocessing.histogram import match_histogram
 from medseg.preprocessing.resample import resample, resample_label
 
 __all__ = [
@@ -57,6 +58,8 @@ def normalize(image: np.ndarray, data: DataConfig) -> np.ndarray:
             channel = imagenet_normalize(channel, norm)
         elif norm.scheme in ("window", "rescale"):
             channel = unit_range(channel, norm)
+        elif norm.scheme == "histogram":
+            channel = match_histogram(channel, norm.landmarks)
         else:
             channel = (channel - channel.mean()) / max(float(channel.std()), 1e-8)
         out[c] = channel

@@ -70,8 +70,9 @@ NormalizationOption = Annotated[
     str,
     typer.Option(
         help="Intensity normalisation of every channel: auto (CT: dataset clip + z-score, else per-case "
-        "z-score), zscore, ct, rescale ([0, 1] from the case's percentiles), window:lung|soft-tissue|bone|brain|"
-        "liver or window:LEVEL,WIDTH (a CT window in HU mapped to [0, 1])."
+        "z-score), zscore, ct, rescale ([0, 1] from the case's percentiles), histogram-match (each case's "
+        "histogram onto the training set's, Nyúl), window:lung|soft-tissue|bone|brain|liver or "
+        "window:LEVEL,WIDTH (a CT window in HU mapped to [0, 1])."
     ),
 ]
 FoldOption = Annotated[
