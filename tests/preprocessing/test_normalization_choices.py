@@ -62,7 +62,9 @@ def _plan(dataset: Path, run: Path, flag: str, monkeypatch: pytest.MonkeyPatch) 
 def test_the_choice_is_recorded_in_the_plans(msd_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert _plan(msd_2d, tmp_path / "run", "window:lung", monkeypatch) == 0
     norm = json.loads((tmp_path / "run" / "plans.json").read_text())["data"]["normalization"]
-    assert norm == [{"scheme": "window", "clip_low": -1350.0, "clip_high": 150.0, "mean": 0.0, "std": 1.0}]
+    assert norm == [
+        {"scheme": "window", "clip_low": -1350.0, "clip_high": 150.0, "mean": 0.0, "std": 1.0, "landmarks": []}
+    ]
 
 
 def test_a_bad_choice_is_one_line_and_writes_nothing(
