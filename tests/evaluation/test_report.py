@@ -4,21 +4,28 @@ import base64
 import io
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from medseg.config.plans import ChannelNorm, DataConfig, InferConfig, Plans, TrainConfig
 from medseg.errors import DataError
 from medseg.evaluation.report import (
     CLASS_COLOURS,
     OverlayCase,
     _blend,
     _foreground_slice,
+    _normalise,
     pick_overlay_cases,
     write_report,
 )
+from medseg.evaluation.run_report import display_window
+from medseg.labels import LabelSpec
+from medseg.models.configs import ModelInputs
+from medseg.models.unet_config import plan_unet
 
 EVIL_ID = "<script>alert(1)</script>"
 IMG_RE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -245,3 +252,29 @@ def test_blend_fills_interior_and_colours_boundary() -> None:
 )
 def test_pick_overlay_cases(scores: dict[str, float], expected: list[tuple[str, str]]) -> None:
     assert pick_overlay_cases(scores) == expected
+
+
+def test_a_display_window_clips_the_image_and_is_captioned(tmp_path: Path) -> None:
+    hu = np.array([[-1000.0, -600.0], [40.0, 3000.0]])
+    np.testing.assert_allclose(_normalise(hu, (-1350.0, 150.0)), [[350 / 1500, 750 / 1500], [1390 / 1500, 1.0]])
+    assert _normalise(hu)[1, 1] == 1.0 and _normalise(hu)[0, 0] == 0.0  # no window: own percentiles
+    case = replace(_overlay("ct_case", (16, 16), channel=False, overlapping=False), window=(-160.0, 240.0))
+    assert "display window -160 … 240" in _html(tmp_path, overlays=[case])
+
+
+def test_the_run_report_shows_ct_through_its_window() -> None:
+    def plans(norm: ChannelNorm) -> Plans:
+        data = DataConfig(
+            ndim=2,
+            channel_names=("CT",),
+            labels=LabelSpec({0: "bg", 1: "a"}, (0, 1)),
+            target_spacing=(1.0, 1.0),
+            normalization=(norm,),
+        )
+        return Plans(
+            "t", data, (64, 64), plan_unet(ModelInputs(2, 1, 2, (64, 64), (1.0, 1.0))), TrainConfig(), InferConfig()
+        )
+
+    assert display_window(plans(ChannelNorm("window", -1350.0, 150.0))) == (-1350.0, 150.0)
+    assert display_window(plans(ChannelNorm("ct", -1000.0, 1500.0, 40.0, 300.0))) == (-1000.0, 1500.0)
+    assert display_window(plans(ChannelNorm("zscore"))) is None

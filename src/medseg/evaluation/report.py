@@ -72,7 +72,9 @@ class OverlayCase:
     ``(K, *spatial)`` binary masks (channel ``i`` is the ``i``-th class in label order) for overlapping
     structures; ``spatial`` is 2D or 3D (3D shows the axis-0 slice with most reference foreground).
     ``overlapping=None`` infers the layout from the dimensions; a 3-dimensional ``reference`` beside a
-    3-dimensional ``image`` is ambiguous and read as masks only when its dtype is ``bool``.
+    3-dimensional ``image`` is ambiguous and read as masks only when its dtype is ``bool``. ``window`` is the
+    display range of the image (e.g. a CT window in HU, :data:`medseg.config.windows.HU_WINDOWS`); None
+    stretches the image's own 1st-99th percentiles.
 
     Example:
         >>> OverlayCase("case_000", img, ref, pred, score=0.91)   # doctest: +SKIP
@@ -84,6 +86,7 @@ class OverlayCase:
     prediction: np.ndarray
     score: float
     overlapping: bool | None = None
+    window: tuple[float, float] | None = None
 
 
 def pick_overlay_cases(case_scores: dict[str, float]) -> list[tuple[str, str]]:
@@ -147,6 +150,8 @@ def write_report(
         parts.append("<h2>Examples</h2>")
         for case in overlays:
             caption = f"{case.case_id} — mean Dice {_fmt(case.score, 3)}"
+            if case.window is not None:
+                caption += f" (display window {case.window[0]:g} … {case.window[1]:g})"
             parts += [f"<h3>{_esc(caption)}</h3>", _img(_overlay_figure(case, classes))]
     parts += ["<h2>Cases</h2>", _case_table(classes, cases)]
     if config is not None:
@@ -334,7 +339,7 @@ def _display_planes(case: OverlayCase, classes: list[tuple[str, str]]) -> tuple[
     if len(spatial) == 3:
         index = _foreground_slice(np.asarray(ref_masks.any(axis=0)))
         image, ref_masks, pred_masks = image[index], ref_masks[:, index], pred_masks[:, index]
-    return _normalise(image), ref_masks, pred_masks
+    return _normalise(image, case.window), ref_masks, pred_masks
 
 
 def _is_multilabel(case: OverlayCase) -> bool:
@@ -361,12 +366,12 @@ def _foreground_slice(foreground: np.ndarray) -> int:
     return int(np.argmax(counts)) if counts.max() > 0 else foreground.shape[0] // 2
 
 
-def _normalise(image: np.ndarray) -> np.ndarray:
-    """Clip to the 1st-99th percentile of finite values and scale to [0, 1]."""
+def _normalise(image: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Clip to ``window`` (default: the 1st-99th percentile of finite values) and scale to [0, 1]."""
     finite = image[np.isfinite(image)]
     if finite.size == 0:
         return np.zeros(image.shape)
-    low, high = np.percentile(finite, [1.0, 99.0])
+    low, high = window if window is not None else np.percentile(finite, [1.0, 99.0])
     if high <= low:
         return np.zeros(image.shape)
     scaled = (np.where(np.isfinite(image), image, low) - low) / (high - low)

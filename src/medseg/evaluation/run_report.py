@@ -17,7 +17,7 @@ from medseg.io.images import read_channels, read_label
 from medseg.labels import LabelSpec
 from medseg.serial import to_dict
 
-__all__ = ["write_run_report"]
+__all__ = ["display_window", "write_run_report"]
 
 
 def write_run_report(
@@ -42,12 +42,26 @@ def write_run_report(
         pair = by_id[case_id]
         image, _ = read_channels(list(images[case_id]), resample=plans.data.resample_channels)
         ref, pred = _masks(pair.reference, labels), _masks(pair.prediction, labels)
-        overlays.append(OverlayCase(case_id, image, ref, pred, scores[case_id], overlapping=labels.overlapping))
+        overlays.append(
+            OverlayCase(
+                case_id, image, ref, pred, scores[case_id], overlapping=labels.overlapping, window=display_window(plans)
+            )
+        )
     lines = log.read_text(encoding="utf-8").splitlines() if log is not None and log.exists() else []
     records = [json.loads(line) for line in lines if line.strip()]
     return write_report(
         path, title=title, metrics=metrics, log_records=records, overlays=overlays, config=to_dict(plans)
     )
+
+
+def display_window(plans: Plans) -> tuple[float, float] | None:
+    """How the report shows the first channel: through the CT window it was normalised with
+    (``--normalization window:lung`` shows the lung window), through the dataset's foreground intensity range
+    for a CT channel (``ct``: what the network sees), else stretched to each image's own percentiles (None)."""
+    norm = plans.data.normalization[0] if plans.data.normalization else None
+    if norm is not None and norm.scheme in ("window", "ct") and norm.clip_high > norm.clip_low:
+        return norm.clip_low, norm.clip_high
+    return None
 
 
 def _masks(paths: Sequence[Path], labels: LabelSpec) -> np.ndarray:
