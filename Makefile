@@ -2,17 +2,25 @@
 # Both create the local virtual environment .venv on first use and reinstall when pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
+# the demo needs the runtime only; tests and lint also need the dev extras (pytest, ruff, mypy, onnx, ...)
+RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint
+
+$(RUNTIME): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e .
+	touch $(RUNTIME)
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(RUNTIME) $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(VENV)/bin/medseg demo
 
 test: $(STAMP)

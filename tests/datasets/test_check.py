@@ -181,3 +181,30 @@ def test_check_summary_counts_the_channels_the_files_hold(tmp_path: Path) -> Non
     result = CliRunner().invoke(app, ["check", str(tmp_path), "--summary"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "3 per case: R, G, B" in result.output and "1: image" not in result.output
+
+
+def test_check_output_scales_and_is_plain_when_piped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medseg.apps.cli import views
+
+    long_name = "cju0qkwl35piu0993l0dewei2_a_very_long_case_name"
+    for i in range(4):
+        write_image(
+            tmp_path / "images" / f"{long_name}_{i}.png",
+            np.arange(256, dtype=np.uint8).reshape(16, 16),
+            Geometry.identity(2),
+        )
+        mask = np.zeros((16, 16), np.uint8)
+        mask[2:6, 2:6] = 1
+        write_image(tmp_path / "masks" / f"{long_name}_{i}.png", mask, Geometry.identity(2))
+    runner = CliRunner()  # not a terminal: plain tab-separated lines, full case names
+    result = runner.invoke(app, ["check", str(tmp_path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith(long_name)]
+    assert len(rows) == 4 and all("\t" in r for r in rows) and "┃" not in result.output
+    assert "distances are in voxels, not mm" in result.output  # PNG files carry no spacing
+    monkeypatch.setattr(views, "PER_CASE_ROWS", 3)  # more cases than rows: the summary only, rows on request
+    result = runner.invoke(app, ["check", str(tmp_path)])
+    assert not any(line.startswith(long_name) for line in result.output.splitlines())
+    assert "4 cases: `--per-case` lists one row each" in result.output
+    result = runner.invoke(app, ["check", str(tmp_path), "--per-case"])
+    assert sum(line.startswith(long_name) for line in result.output.splitlines()) == 4

@@ -72,3 +72,26 @@ def test_cli_evaluate_discovers_labels(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["classes"] == {"1": "label_255"}
     assert metrics["cases"][0]["metrics"]["1"]["dice"] == 1.0
+
+
+@pytest.mark.parametrize(("name", "unit"), [("a.nii.gz", "mm"), ("a.png", "voxels")])
+def test_distances_are_in_voxels_when_the_files_have_no_spacing(tmp_path: Path, name: str, unit: str) -> None:
+    ref = np.zeros((10, 10))
+    ref[2:5, 2:5] = 1
+    _write_pair(tmp_path, name, ref, ref)
+    labels = LabelSpec({0: "bg", 1: "one"}, (0, 1))
+    assert evaluate_pairs(discover_pairs(tmp_path / "pred", tmp_path / "ref", labels), labels)["spacing_unit"] == unit
+
+
+def test_a_nifti_without_spatial_units_has_no_physical_spacing(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from medseg.io.images import has_physical_spacing
+
+    image = nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4))
+    image.header.set_xyzt_units(xyz="unknown")
+    nib.save(image, tmp_path / "u.nii.gz")
+    image.header.set_xyzt_units(xyz="mm")
+    nib.save(image, tmp_path / "mm.nii.gz")
+    assert not has_physical_spacing(tmp_path / "u.nii.gz") and has_physical_spacing(tmp_path / "mm.nii.gz")
+    assert not has_physical_spacing(tmp_path / "x.tif") and has_physical_spacing(tmp_path / "x.nrrd")

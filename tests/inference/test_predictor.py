@@ -53,3 +53,5 @@ def test_output_name_drops_nnunet_channel_suffix() -> None:
     assert _output_name(Path("a/CASE_0000.nii.gz")) == "CASE.nii.gz"
     assert _output_name(Path("a/scan.png")) == "scan.png"
     assert _output_name(Path("a/patient_12")) == "patient_12"
+    assert _output_name(Path("a/polyp.jpg")) == "polyp.png"  # a JPEG mask would not survive compression
+    assert _output_name(Path("a/polyp_0000.JPEG")) == "polyp.png"

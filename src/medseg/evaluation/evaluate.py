@@ -23,7 +23,7 @@ import numpy as np
 from medseg.errors import DataError
 from medseg.evaluation.metrics import METRIC_NAMES, binary_metrics, summarise
 from medseg.fileutil import atomic_write_json, atomic_write_text, compound_suffix
-from medseg.io.images import SUPPORTED_SUFFIXES, read_label
+from medseg.io.images import SUPPORTED_SUFFIXES, has_physical_spacing, read_label
 from medseg.labels import LabelSpec
 
 __all__ = [
@@ -111,7 +111,8 @@ def evaluate_pairs(
         "classes": {str(k): labels.names[k] for k in labels.foreground},
         "cases": cases,
         "summary": summary,
-        "spacing_unit": "mm",
+        # files without physical spacing (PNG, TIFF, a NIfTI with unknown units) are measured in voxels
+        "spacing_unit": "mm" if not pairs or has_physical_spacing(pairs[0].reference[0]) else "voxels",
         "nsd_tolerance_mm": nsd_tolerance_mm,
         "empty_policy": EMPTY_POLICY_TEXT,
     }

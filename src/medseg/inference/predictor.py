@@ -93,7 +93,8 @@ class FileSegmenter:
 
     def output_paths(self, source: Path, out_dir: Path) -> list[Path]:
         """Where the prediction of ``source`` goes: ``out_dir`` / the input's name (an nnU-Net channel file
-        ``CASE_0000.nii.gz`` gives ``CASE.nii.gz``), or one file per structure in ``out_dir/<structure>/``."""
+        ``CASE_0000.nii.gz`` gives ``CASE.nii.gz``; a lossy JPEG input gives ``NAME.png``), or one file per
+        structure in ``out_dir/<structure>/``."""
         return output_paths(source, out_dir, self.plans.data.labels)
 
     def write(self, labels: np.ndarray, geometry: Geometry, source: Path, out_dir: Path) -> list[Path]:
@@ -257,11 +258,17 @@ class Predictor(FileSegmenter):
         return labels, logits_to_probabilities(logits, props, overlapping=overlapping)
 
 
+LOSSY_SUFFIXES = (".jpg", ".jpeg")  # a mask in these would get compression artefacts: written as PNG
+
+
 def _output_name(source: Path) -> str:
-    """Output file name: the input's name; for an nnU-Net channel file ``CASE_0000.nii.gz`` -> ``CASE.nii.gz``."""
+    """Output file name: the input's name; for an nnU-Net channel file ``CASE_0000.nii.gz`` -> ``CASE.nii.gz``;
+    for a JPEG input ``NAME.jpg`` -> ``NAME.png`` (a label map must survive compression unchanged)."""
     stem = case_stem(source)
     suffix = source.name[len(stem) :]
     case, channel = split_channel_suffix(stem)
+    if suffix.lower() in LOSSY_SUFFIXES:
+        return (case if channel is not None else stem) + ".png"
     if channel is not None and suffix:
         return case + suffix
     return source.name

@@ -42,6 +42,7 @@ __all__ = [
     "Geometry",
     "ImageInfo",
     "case_stem",
+    "has_physical_spacing",
     "image_format",
     "output_path_like",
     "read_channels",
@@ -80,6 +81,22 @@ def image_format(path: Path) -> str:
         f"unsupported file type '{suffix}'",
         f"convert it to one of {', '.join(SUPPORTED_SUFFIXES)} or a DICOM folder",
     )
+
+
+def has_physical_spacing(path: Path) -> bool:
+    """Whether the file states its voxel spacing in physical units (mm). PNG, JPEG, GIF, BMP, TIFF and ``.npy``
+    carry none (medseg reads them as 1 per pixel); a NIfTI file whose header leaves the spatial unit unknown
+    (``xyzt_units`` 0, e.g. converted from TIFF slices) neither; NRRD, MetaImage and DICOM do."""
+    fmt = image_format(path)
+    if fmt == "nifti":
+        import nibabel as nib
+
+        try:
+            header = nib.load(str(path)).header
+            return header.get_xyzt_units()[0] != "unknown"  # type: ignore[attr-defined, no-any-return]
+        except Exception:  # unreadable: reading the voxels reports it with its reason
+            return True
+    return fmt in itk.SITK_IO or fmt == "dicom"
 
 
 def output_path_like(source: Path, out_dir: Path) -> Path:

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from medseg import MedsegError
+from medseg.apps.cli.flags import FlagCommand, FlagGroup
 from medseg.apps.cli.options import (
     BatchDiceOption,
     BudgetPlanOption,
@@ -38,6 +39,7 @@ from medseg.apps.cli.options import (
 )
 
 app = typer.Typer(
+    cls=FlagGroup,
     name="medseg",
     help="Semantic segmentation of medical images with the U-Net family.",
     no_args_is_help=True,
@@ -61,10 +63,16 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show de
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def check(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (MSD, nnU-Net v2, or images/ + masks/).")],
-    per_case: Annotated[bool, typer.Option("--per-case/--summary", help="Print one table row per case.")] = True,
+    per_case: Annotated[
+        Optional[bool],  # noqa: UP045  (typer needs Optional here)
+        typer.Option(
+            "--per-case/--summary",
+            help="One table row per case, or the summary only (default: rows up to 50 cases, then the summary).",
+        ),
+    ] = None,
     resample_channels: ResampleChannelsOption = False,
 ) -> None:
     """Validate every case; print a table and every problem. Exit 0 if clean, 1 if problems were found."""
@@ -73,7 +81,7 @@ def check(
     raise typer.Exit(check_command(dataset, per_case=per_case, resample_channels=resample_channels))
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def convert(
     source: Annotated[Path, typer.Argument(help="Dataset folder in any layout medseg reads.")],
     out: Annotated[Path, typer.Argument(help="New folder for the converted dataset (must not exist).")],
@@ -104,7 +112,7 @@ def convert(
     convert_command(source, out, options)
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def generate(
     out: Annotated[Path, typer.Argument(help="New folder for the synthetic dataset (must not exist).")],
     cases: Annotated[int, typer.Option(min=1, help="Number of labelled cases.")] = 20,
@@ -121,7 +129,7 @@ def generate(
     typer.echo(f"wrote {cases} synthetic {ndim}D cases to {out} ({layout} layout)")
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def train(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (any layout `medseg check` reads).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create (or to continue with --resume).")],
@@ -202,7 +210,7 @@ def train(
     train_command(dataset, out, options)
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def models() -> None:
     """List the networks `--model` accepts: name, the data it supports, what it is."""
     from rich.console import Console
@@ -217,7 +225,7 @@ def models() -> None:
     Console().print(table)
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def plan(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (any layout `medseg check` reads).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")],
@@ -285,7 +293,7 @@ def plan(
     )
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def preprocess(
     run: Annotated[Path, typer.Argument(help="Run folder written by `medseg plan`.")],
 ) -> None:
@@ -300,7 +308,7 @@ def preprocess(
     Console().print(f"{len(cases)} cases preprocessed into {medseg.RunDir(run).preprocessed}")
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def predict(
     run: Annotated[
         Path,
@@ -362,7 +370,7 @@ def predict(
     predict_command(run, inputs, output, device, options, distributed=distributed)
 
 
-@app.command(name="find-best")
+@app.command(name="find-best", cls=FlagCommand)
 def find_best(
     runs: Annotated[list[Path], typer.Argument(help="Cross-validation folders (`medseg train --folds all`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write ensemble.json into (new).")],
@@ -374,7 +382,7 @@ def find_best(
     find_best_command(runs, out)
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def evaluate(
     predictions: Annotated[Path, typer.Argument(help="Folder of predicted label files.")],
     references: Annotated[Path, typer.Argument(help="Folder of reference label files (same file names).")],
@@ -394,7 +402,7 @@ def evaluate(
     evaluate_command(predictions, references, out or predictions, run, nsd_tolerance)
 
 
-@app.command()
+@app.command(cls=FlagCommand)
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = Path(
         "medseg-demo"

@@ -17,6 +17,7 @@ from rich.table import Table
 
 import medseg
 from medseg import CheckReport, ConvertOptions
+from medseg.io.images import has_physical_spacing
 
 __all__ = ["check_command", "convert_command", "progress_bar"]
 
@@ -41,15 +42,23 @@ def progress_bar(
         yield lambda: progress.advance(task)
 
 
-def check_command(root: Path, *, per_case: bool = True, resample_channels: bool = False) -> int:
-    """Run ``medseg check``; return the exit code (0 clean, 1 problems)."""
+PER_CASE_ROWS = 50  # above this many cases `check` shows the summary only, unless --per-case
+
+
+def check_command(root: Path, *, per_case: bool | None = None, resample_channels: bool = False) -> int:
+    """Run ``medseg check``; return the exit code (0 clean, 1 problems). ``per_case`` None: one row per case
+    up to :data:`PER_CASE_ROWS` cases. Piped (not a terminal), tables become tab-separated plain lines."""
     console = Console()
     dataset = medseg.load_dataset(root)
     with progress_bar("checking", len(dataset.cases) + len(dataset.test_cases)) as advance:
         report = medseg.check_dataset(dataset, progress=advance, resample_channels=resample_channels)
-    if per_case:
-        console.print(_case_table(report))
-    console.print(_summary_table(report))
+    rows = per_case if per_case is not None else len(report.cases) <= PER_CASE_ROWS
+    if rows:
+        _print_table(console, _case_table(report))
+    summary = _summary_table(report)
+    _print_table(console, summary)
+    if not rows and per_case is None:
+        console.print(f"{len(report.cases)} cases: `--per-case` lists one row each", highlight=False)
     if report.problems:
         console.print(f"[bold red]{len(report.problems)} problem(s) found:[/]")
         for problem in report.problems:
@@ -59,10 +68,23 @@ def check_command(root: Path, *, per_case: bool = True, resample_channels: bool 
     return 0
 
 
+def _print_table(console: Console, table: Table) -> None:
+    """A rich table on a terminal; tab-separated lines (header first, when it has one) when piped."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    columns = [[str(cell) for cell in column.cells] for column in table.columns]
+    lines = ["\t".join(str(c.header) for c in table.columns)] if table.show_header else []
+    lines += ["\t".join(row) for row in zip(*columns, strict=True)]
+    console.file.write("\n".join(lines) + "\n")  # as is: rich would expand the tabs
+
+
 def _case_table(report: CheckReport) -> Table:
     names = report.dataset.labels.names
     table = Table(title=f"{report.dataset.root} ({report.dataset.layout} layout)")
-    for column in ("case", "channels", "shape", "spacing (mm)", "intensity range", "label voxels"):
+    longest = max((len(c.case_id) for c in report.cases), default=4)
+    table.add_column("case", no_wrap=True, min_width=min(longest, 60))  # full names: a row names its file
+    for column in ("channels", "shape", "spacing", "intensity range", "label voxels"):
         table.add_column(column)
     for case in report.cases:
         labels = ", ".join(f"{names.get(k, k)}={n}" for k, n in case.label_counts.items())
@@ -114,7 +136,12 @@ def _summary_table(report: CheckReport) -> Table:
             "shape min / median / max",
             " / ".join("×".join(str(int(v)) for v in f(shapes, axis=0)) for f in (np.min, np.median, np.max)),
         )
-        table.add_row("spacing median (mm)", "×".join(f"{v:.3g}" for v in np.median(spacings, axis=0)))
+        spacing = "×".join(f"{v:.3g}" for v in np.median(spacings, axis=0))
+        if ds.cases and not has_physical_spacing(ds.cases[0].channels[0]):
+            note = f"none in the files ({spacing} per voxel assumed): distances are in voxels, not mm"
+            table.add_row("spacing", note)
+        else:
+            table.add_row("spacing median (mm)", spacing)
         low = min(c.intensity_min for c in report.cases)
         high = max(c.intensity_max for c in report.cases)
         table.add_row("intensity range", f"{low:.4g} … {high:.4g}")
