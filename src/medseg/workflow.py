@@ -326,6 +326,6 @@ def evaluate_run(
     metrics = evaluate_pairs(pairs, predictor.plans.data.labels, progress=cb.step("evaluate", len(pairs)))
     write_metrics(metrics, run.path)
     images = {c.case_id: c.channels for c in cases}
-    title = f"medseg run {run.path.name}"
+    title = f"{predictor.plans.dataset_name}: held-out cases, run {run.path.name}"
     write_run_report(run.report, metrics, pairs, predictor.plans, run.log, images, title=title)
     return metrics

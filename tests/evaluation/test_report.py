@@ -278,3 +278,33 @@ def test_the_run_report_shows_ct_through_its_window() -> None:
     assert display_window(plans(ChannelNorm("window", -1350.0, 150.0))) == (-1350.0, 150.0)
     assert display_window(plans(ChannelNorm("ct", -1000.0, 1500.0, 40.0, 300.0))) == (-1000.0, 1500.0)
     assert display_window(plans(ChannelNorm("zscore"))) is None
+
+
+def test_dice_axis_follows_the_data() -> None:
+    from medseg.evaluation.report import dice_axis_range
+
+    low, high = dice_axis_range(np.array([0.95, 0.97, 0.99]))
+    assert 0.89 <= low <= 0.93 and 1.0 < high < 1.01  # a box of 0.95-0.99 fills the plot
+    assert dice_axis_range(np.array([0.1, 0.9]))[0] < 0.1
+    assert dice_axis_range(np.array([]))[0] < 0
+
+
+def test_configuration_is_a_short_table_with_the_plans_one_click_away(tmp_path: Path) -> None:
+    from medseg.evaluation.config_summary import config_rows
+    from medseg.serial import to_dict
+
+    data = DataConfig(
+        ndim=3,
+        channel_names=("MRI",),
+        labels=LabelSpec({0: "bg", 1: "hippocampus"}, (0, 1)),
+        target_spacing=(1.0, 1.0, 1.0),
+        normalization=(ChannelNorm("zscore"),),
+    )
+    model = plan_unet(ModelInputs(3, 1, 2, (40, 56, 40), (1.0, 1.0, 1.0)))
+    plans = Plans("hippo", data, (40, 56, 40), model, TrainConfig(time_budget_s=1200), InferConfig())
+    rows = dict(config_rows(to_dict(plans)))
+    assert rows["dataset"] == "hippo" and rows["classes"] == "hippocampus" and rows["patch (voxels)"] == "40 × 56 × 40"
+    assert rows["training"].startswith("until the time budget of 20 min") and "levels" in rows["network"]
+    text = _html(tmp_path, config=to_dict(plans))
+    assert '<table class="config">' in text and "<details><summary>the full plans.json</summary><pre>" in text
+    assert "How empty masks are scored" in text

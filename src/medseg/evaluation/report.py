@@ -31,9 +31,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TABLEAU_COLORS, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 from scipy import ndimage
 
 from medseg.errors import DataError
+from medseg.evaluation.config_summary import config_rows
 from medseg.fileutil import atomic_write_text
 
 __all__ = ["CLASS_COLOURS", "OverlayCase", "pick_overlay_cases", "write_report"]
@@ -57,10 +59,11 @@ _DPI = 80
 _FILL_ALPHA = 0.4
 _DASH = "–"
 _PNG_PREFIX = "data:image/png;base64,"
-_CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+_CSS = """body{font-family:sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}table.config td{text-align:left}summary{cursor:pointer}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f0f0f0}
 td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;padding:1em;overflow:auto}
-.note{color:#666}img{max-width:100%}"""
+.note{color:#666}img{width:100%;max-width:1200px}"""
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,9 @@ def write_report(
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     parts = [
         f"<h1>{_esc(title)}</h1>",
-        f'<p class="note">Generated {_esc(generated)}; distances in {_esc(unit or "voxels")}; '
-        f"empty-structure policy: {_esc(metrics.get('empty_policy', _DASH))}.</p>",
+        f'<p class="note">Generated {_esc(generated)}. Scores compare the predicted masks with the reference '
+        f"masks of cases the network did not train on. Dice and IoU measure overlap (1 = identical); HD95 and "
+        f"ASSD measure boundary distance in {_esc(_unit_words(unit))} (0 = identical).</p>",
         "<h2>Summary per class</h2>",
         _summary_table(classes, metrics.get("summary") or {}, unit),
         "<h2>Dice per case</h2>",
@@ -154,9 +158,18 @@ def write_report(
                 caption += f" (display window {case.window[0]:g} … {case.window[1]:g})"
             parts += [f"<h3>{_esc(caption)}</h3>", _img(_overlay_figure(case, classes))]
     parts += ["<h2>Cases</h2>", _case_table(classes, cases)]
+    parts.append(
+        '<details><summary class="note">How empty masks are scored</summary>'
+        f'<p class="note">{_esc(metrics.get("empty_policy", _DASH))}</p></details>'
+    )
     if config is not None:
+        rows = "".join(f"<tr><td>{_esc(what)}</td><td>{_esc(value)}</td></tr>" for what, value in config_rows(config))
         pretty = json.dumps(config, indent=2, default=str)
-        parts += ["<h2>Run configuration</h2>", f"<pre>{_esc(pretty)}</pre>"]
+        parts += [
+            "<h2>Run configuration</h2>",
+            f'<table class="config">{rows}</table>',
+            f"<details><summary>the full plans.json</summary><pre>{_esc(pretty)}</pre></details>",
+        ]
     body = "\n".join(parts)
     document = (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
@@ -165,6 +178,12 @@ def write_report(
     atomic_write_text(path, document)
     logger.info("wrote report %s (%d bytes)", path, len(document))
     return path
+
+
+def _unit_words(unit: str) -> str:
+    if unit in ("", "voxels"):
+        return "voxels (the files carry no physical spacing)"
+    return unit
 
 
 # ----------------------------------------------------------------------------------------- tables
@@ -235,9 +254,10 @@ def _img(figure: Figure) -> str:
 
 def _dice_boxplot(classes: list[tuple[str, str]], cases: list[dict]) -> Figure:
     """Box plot of per-case Dice per class with deterministic jittered points (NaN left out)."""
-    figure = _new_figure(max(4.0, 1.2 * len(classes) + 2.0), 3.5)
+    figure = _new_figure(max(8.0, 1.4 * len(classes) + 2.0), 4.0)
     axes = figure.add_subplot()
     columns = np.array([_case_dice(case, classes) for case in cases], dtype=float).reshape(-1, len(classes))
+    finite = columns[np.isfinite(columns)]
     for index in range(len(classes)):
         values = columns[:, index][np.isfinite(columns[:, index])]
         if values.size == 0:
@@ -249,9 +269,19 @@ def _dice_boxplot(classes: list[tuple[str, str]], cases: list[dict]) -> Figure:
         axes.scatter(index + jitter, values, s=12, color=colour, alpha=0.8, zorder=3)
     axes.set_xticks(range(len(classes)), [_mpl_text(name) for _, name in classes])
     axes.set_xlim(-0.6, len(classes) - 0.4)
-    axes.set_ylim(-0.02, 1.02)
+    axes.set_ylim(*dice_axis_range(finite))
     axes.set_ylabel("Dice")
+    axes.grid(axis="y", alpha=0.3)
     return figure
+
+
+def dice_axis_range(values: np.ndarray) -> tuple[float, float]:
+    """The y range of a Dice plot: from a little below the lowest value (rounded down to 0.05) to just above
+    1, so boxes of Dice 0.95-0.99 are boxes, not a line at the top of a 0-1 axis."""
+    if values.size == 0:
+        return -0.02, 1.02
+    low = max(0.0, math.floor((float(values.min()) - 0.02) * 20) / 20)
+    return low - 0.01, 1.005 + 0.01 * (1 - low)
 
 
 def _series(records: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -266,8 +296,10 @@ def _series(records: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _training_curves(records: Sequence[dict]) -> Figure:
-    figure = _new_figure(9.0, 3.2)
+    figure = _new_figure(12.0, 4.0)
     loss_axes, dice_axes = figure.subplots(1, 2)
+    for axes in (loss_axes, dice_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
         epochs, values = _series(records, key)
         if values.size:
@@ -288,7 +320,7 @@ def _training_curves(records: Sequence[dict]) -> Figure:
 
 def _overlay_figure(case: OverlayCase, classes: list[tuple[str, str]]) -> Figure:
     gray, reference, prediction = _display_planes(case, classes)
-    figure = _new_figure(9.0, 3.4)
+    figure = _new_figure(12.0, 4.4)
     panels = (("image", gray, None), ("reference", gray, reference), ("prediction", gray, prediction))
     for index, (label, plane, masks) in enumerate(panels):
         axes = figure.add_subplot(1, 3, index + 1)
