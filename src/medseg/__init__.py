@@ -35,6 +35,7 @@ _API: dict[str, str] = {
     "read_channels": "medseg.io.images",
     "read_label": "medseg.io.images",
     "write_image": "medseg.io.images",
+    "has_physical_spacing": "medseg.io.images",
     "SUPPORTED_SUFFIXES": "medseg.io.images",
     "LabelSpec": "medseg.labels",
     "Dataset": "medseg.datasets.records",

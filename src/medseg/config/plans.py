@@ -135,15 +135,25 @@ class Plans:
     fusion: Literal["early", "intermediate", "late"] = "early"
     # with a time budget: the configurations measured on the device and the one chosen (planning/budget.py)
     budget: BudgetChoice | None = None
+    # "native": the network has the data's dimensionality; "2d": a 2D network segments 3D data slice by slice
+    # (axis 0, the patch is 1 x H x W; nnU-Net's 2d configuration), see medseg.models.slices
+    configuration: Literal["native", "2d"] = "native"
     version: int = PLANS_VERSION
 
     def __post_init__(self) -> None:
         if len(self.patch_size) != self.data.ndim or any(p < 1 for p in self.patch_size):
             raise ConfigError(f"patch_size {self.patch_size} must have {self.data.ndim} positive sizes (data.ndim)")
-        if self.model.ndim != self.data.ndim:
+        if self.configuration == "2d":
+            if self.data.ndim != 3 or self.model.ndim != 2 or self.patch_size[0] != 1:
+                raise ConfigError(
+                    f"configuration '2d' needs 3D data, a 2D model and a 1 x H x W patch; got data.ndim "
+                    f"{self.data.ndim}, model.ndim {self.model.ndim}, patch_size {self.patch_size}"
+                )
+        elif self.model.ndim != self.data.ndim:
             raise ConfigError(f"model.ndim {self.model.ndim} differs from data.ndim {self.data.ndim}")
         img_size = getattr(self.model, "img_size", None)  # UNETR's fixed input: every patch must fit in it
-        if img_size is not None and any(p > s for p, s in zip(self.patch_size, img_size, strict=True)):
+        window = self.patch_size[len(self.patch_size) - self.model.ndim :]
+        if img_size is not None and any(p > s for p, s in zip(window, img_size, strict=True)):
             raise ConfigError(
                 f"patch_size {self.patch_size} exceeds model.img_size {img_size}; set img_size to at least the "
                 "patch, in multiples of 16"

@@ -23,12 +23,12 @@ from medseg.config.plans import Plans
 from medseg.config.postprocessing import PostProcessing
 from medseg.errors import DataError
 from medseg.fileutil import atomic_path, make_dirs
+from medseg.inference.network import network_for
 from medseg.inference.postprocessing import apply_steps, apply_steps_masks
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_labels, sliding_window_logits
 from medseg.io.images import Geometry, case_stem, read_channels, write_image
 from medseg.io.naming import split_channel_suffix
 from medseg.labels import LabelSpec
-from medseg.models.fusion import build_network
 from medseg.preprocessing.checks import check_scan
 from medseg.preprocessing.forward import CaseProperties, preprocess_image
 from medseg.preprocessing.inverse import logits_to_labels, logits_to_probabilities
@@ -198,7 +198,7 @@ class Predictor(FileSegmenter):
         run = RunDir(Path(run_dir))
         plans = run.load_plans()
         state = run.load_checkpoint(options.checkpoint, map_location="cpu")
-        model = build_network(plans.model, plans.fusion)
+        model = network_for(plans)
         model.load_state_dict(state["model"])
         device = torch.device(device)
         return cls(plans, model.to(device).eval(), device, options)

@@ -31,10 +31,10 @@ from medseg.config.plans import Plans, TrainConfig
 from medseg.distributed import Dist
 from medseg.evaluation.metrics import dice
 from medseg.fileutil import atomic_write_text
+from medseg.inference.network import network_for
 from medseg.inference.sliding_window import SlidingWindowConfig, sliding_window_logits
 from medseg.losses.registry import LossSettings, build_loss, loss_entry
 from medseg.models.encoder_weights import load_encoder_weights
-from medseg.models.fusion import build_network
 from medseg.preprocessing.forward import PreprocessedCase
 from medseg.run import RunDir
 from medseg.training.amp import amp_dtype, measure_cpu_amp
@@ -93,7 +93,7 @@ def _session(plans: Plans, run: RunDir, device: torch.device, resume: bool, dist
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     generator = torch.Generator().manual_seed(cfg.seed)
-    model = build_network(plans.model, plans.fusion, generator=generator).to(device)
+    model = network_for(plans, generator=generator).to(device)
     if not (resume and run.checkpoint("last").exists()):  # a resumed run's checkpoint holds them
         load_encoder_weights(model, plans.model)  # pretrained encoder weights, if the plans name a file
     overlapping = plans.data.labels.overlapping

@@ -22,8 +22,8 @@ import torch
 
 from medseg.config.budget import Configuration
 from medseg.config.plans import Plans
+from medseg.inference.network import network_for
 from medseg.losses.registry import LossSettings, build_loss, loss_entry
-from medseg.models.fusion import build_network
 from medseg.planning.budget import budget_choice, candidates, describe
 from medseg.planning.fingerprint import Fingerprint
 from medseg.planning.plans import Budget, make_plans
@@ -49,7 +49,7 @@ def measure_step_seconds(plans: Plans, device: torch.device, *, steps: int = 2, 
     """Seconds of one training step (forward, loss, backward, optimiser) of ``plans`` on ``device``: the
     fastest of ``steps`` after a warm-up step; fewer when the steps so far took ``limit_s``."""
     cfg = plans.train
-    model = build_network(plans.model, plans.fusion, generator=torch.Generator().manual_seed(0)).to(device)
+    model = network_for(plans, generator=torch.Generator().manual_seed(0)).to(device)
     overlapping = plans.data.labels.overlapping
     extras = loss_entry(cfg.loss, overlapping=overlapping).requires
     settings = LossSettings(cfg.include_background, cfg.batch_dice, cfg.loss_params)

@@ -17,7 +17,6 @@ from rich.table import Table
 
 import medseg
 from medseg import CheckReport, ConvertOptions
-from medseg.io.images import has_physical_spacing
 
 __all__ = ["check_command", "convert_command", "progress_bar"]
 
@@ -137,7 +136,7 @@ def _summary_table(report: CheckReport) -> Table:
             " / ".join("×".join(str(int(v)) for v in f(shapes, axis=0)) for f in (np.min, np.median, np.max)),
         )
         spacing = "×".join(f"{v:.3g}" for v in np.median(spacings, axis=0))
-        if ds.cases and not has_physical_spacing(ds.cases[0].channels[0]):
+        if ds.cases and not medseg.has_physical_spacing(ds.cases[0].channels[0]):
             note = f"none in the files ({spacing} per voxel assumed): distances are in voxels, not mm"
             table.add_row("spacing", note)
         else:
