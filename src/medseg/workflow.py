@@ -93,6 +93,7 @@ class TrainOptions:
     distributed: bool = False  # one of the processes torchrun started (medseg.distributed)
     budget_plan: bool = True  # with a time budget: choose patch, batch and spacing by timing candidates
     normalization: str = "auto"  # intensity normalisation by name (medseg.config.windows), e.g. window:lung
+    configuration: str = "native"  # "2d": a 2D network on the slices of 3D data (nnU-Net's 2d); "3d": native
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance
         resample_channels=options.resample_channels,
         dropout=options.dropout,
         normalization=options.normalization,
+        configuration=options.configuration,
     )
     # with a time budget the plan is chosen among candidates timed on this device (training/speed.py)
     timed = options.time_budget_s > 0 and options.budget_plan

@@ -58,17 +58,20 @@ def candidates(fp: Fingerprint, budget: Budget) -> list[tuple[str, Budget]]:
     median image is larger than a patch) coarser spacings at which the whole image, or half-way to it, fits
     one patch."""
     gpu = budget.device.startswith("cuda")
-    voxels = default_patch_voxels(fp.ndim, gpu)
+    slices = budget.configuration == "2d"  # a 2D network on slices: patch budgets are in-plane
+    ndim = 2 if slices else fp.ndim
+    voxels = default_patch_voxels(ndim, gpu)
     spacing = np.array(target_spacing(np.array(fp.spacings)))
-    median_voxels = float(np.prod(median_extent(fp) / spacing))
-    whole = (median_voxels / voxels) ** (1 / fp.ndim)  # the factor at which the median image fits one patch
-    larger = 4 if fp.ndim == 2 else 2
+    extent = median_extent(fp) / spacing
+    median_voxels = float(np.prod(extent[1:] if slices else extent))
+    whole = (median_voxels / voxels) ** (1 / ndim)  # the factor at which the median image fits one patch
+    larger = 4 if ndim == 2 else 2
     out = [
         ("default", budget),
         ("larger patch", replace(budget, patch_voxels=voxels * larger)),
         # about the same voxels per step as the default: in 2D the batch rule fills the default budget with
         # smaller patches by itself (0: the rule); in 3D the batch is fixed at 2, so 4
-        ("smaller patch, larger batch", replace(budget, patch_voxels=voxels // larger, batch_size=4 * (fp.ndim - 2))),
+        ("smaller patch, larger batch", replace(budget, patch_voxels=voxels // larger, batch_size=4 * (ndim - 2))),
         ("narrower network", replace(budget, width_factor=NARROW_WIDTH)),
     ]
     if whole > 1.05:
@@ -89,7 +92,8 @@ def describe(name: str, candidate: Budget, plans: Plans, fp: Fingerprint) -> Con
     return Configuration(
         name=name,
         spacing_factor=candidate.spacing_factor,
-        patch_voxels=candidate.patch_voxels or default_patch_voxels(fp.ndim, candidate.device.startswith("cuda")),
+        patch_voxels=candidate.patch_voxels
+        or default_patch_voxels(2 if plans.configuration == "2d" else fp.ndim, candidate.device.startswith("cuda")),
         batch_size=plans.train.batch_size,
         patch_size=tuple(plans.patch_size),
         target_spacing=tuple(plans.data.target_spacing),

@@ -64,6 +64,7 @@ class Budget:
     patch_voxels: int = 0  # the patch's voxel budget
     batch_size: int = 0
     width_factor: float = 1.0  # multiplies the planned U-Net's features per level (0.5: half as wide)
+    configuration: str = "native"  # "2d": a 2D network on the axial slices of 3D data (nnU-Net's 2d)
     normalization: str = "auto"  # --normalization (medseg.config.windows): auto = medseg's rule per channel
 
 
@@ -81,24 +82,32 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     """Plan preprocessing, network, training and inference for ``fp`` on ``budget`` (pure)."""
     gpu = budget.device.startswith("cuda")
     voxel_budget = budget.patch_voxels or default_patch_voxels(fp.ndim, gpu)
-    spacing, median_shape = _spacing(fp, gpu, voxel_budget, budget.spacing_factor)
+    slices = _check_configuration(budget.configuration, fp.ndim)
+    if slices:  # the 2D patch budget on the in-plane axes (1, 2); axis 0 is one slice, never resampled coarser
+        voxel_budget = budget.patch_voxels or default_patch_voxels(2, gpu)
+        spacing, median_shape = _slice_spacing(fp, gpu, voxel_budget, budget.spacing_factor)
+    else:
+        spacing, median_shape = _spacing(fp, gpu, voxel_budget, budget.spacing_factor)
     shapes = np.array(fp.shapes)
     crop = bool(np.median(np.prod(np.array(fp.cropped_shapes), axis=1)) < 0.75 * np.median(np.prod(shapes, axis=1)))
+    net_ndim = 2 if slices else fp.ndim
+    net_spacing = spacing[1:] if slices else spacing
     inputs = ModelInputs(
-        fp.ndim,
+        net_ndim,
         len(fp.channel_names),
         fp.labels.n_outputs,
-        _fit_patch(median_shape, spacing, voxel_budget),
-        spacing,
+        _fit_patch(median_shape[1:] if slices else median_shape, net_spacing, voxel_budget),
+        net_spacing,
         gpu,
     )
     # the patch is a multiple of the planned U-Net's total stride, so no window needs padding
     divisor = plan_unet(inputs).divisor
-    patch = tuple(int(math.ceil(p / d) * d) for p, d in zip(inputs.patch_size, divisor, strict=True))
+    net_patch = tuple(int(math.ceil(p / d) * d) for p, d in zip(inputs.patch_size, divisor, strict=True))
+    patch = (1, *net_patch) if slices else net_patch
     entry = model_entry(budget.model)
-    entry.check_ndim(budget.model, fp.ndim)
-    model = entry.plan(replace(inputs, patch_size=patch))
-    check_fusion(budget.fusion, model, replace(inputs, patch_size=patch))
+    entry.check_ndim(budget.model, net_ndim)
+    model = entry.plan(replace(inputs, patch_size=net_patch))
+    check_fusion(budget.fusion, model, replace(inputs, patch_size=net_patch))
     if budget.dropout is not None:
         model = replace(model, dropout=budget.dropout)
     if budget.width_factor != 1.0 and isinstance(model, UNetConfig):
@@ -107,9 +116,9 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     model = _encoder_weights(model, budget)
     # 2D: the batch fills twice (CPU) or four times (GPU) the device's default patch budget, so a smaller
     # candidate patch gets a larger batch; 3D: 2
-    default_voxels = default_patch_voxels(fp.ndim, gpu)
+    default_voxels = default_patch_voxels(net_ndim, gpu)
     batch = budget.batch_size or (
-        2 if fp.ndim == 3 else int(np.clip(((4 if gpu else 2) * default_voxels) // np.prod(patch), 2, 32))
+        2 if net_ndim == 3 else int(np.clip(((4 if gpu else 2) * default_voxels) // np.prod(patch), 2, 32))
     )
     data = DataConfig(
         ndim=fp.ndim,
@@ -124,7 +133,11 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         resample_channels=budget.resample_channels,
     )
     mirror = mirror_axes(fp.ndim, fp.labels.names)
-    train = _train_config(fp, budget, batch, mirror, anisotropic=max(spacing) > 3 * min(spacing))
+    if slices:  # mirroring a one-slice patch along axis 0 does nothing
+        mirror = tuple(a for a in mirror if a != 0)
+    train = _train_config(fp, budget, batch, mirror, anisotropic=slices or max(spacing) > 3 * min(spacing))
+    if slices:  # simulated low resolution zooms every axis, a one-slice patch's too: off
+        train = replace(train, augment=replace(train.augment, p_low_res=0.0, through_plane_axis=0))
     infer = InferConfig(overlap=0.5, batch_size=batch, mirror_axes=mirror if gpu else ())
     return Plans(
         dataset_name=fp.name,
@@ -134,10 +147,21 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         train=train,
         infer=infer,
         fusion=budget.fusion,  # type: ignore[arg-type]  # one of FUSIONS: check_fusion passed
+        configuration="2d" if slices else "native",
     )
 
 
 MIN_FEATURES = 4  # a narrower candidate keeps at least this many features per level
+CONFIGURATIONS = ("native", "2d", "3d")  # --configuration: 3d = native for 3D data
+
+
+def _check_configuration(configuration: str, ndim: int) -> bool:
+    """Whether the plan is the 2D configuration of 3D data; refuses an unknown name or one the data lacks."""
+    if configuration not in CONFIGURATIONS:
+        raise ConfigError(f"unknown configuration {configuration!r}; choose 2d or 3d")
+    if configuration != "native" and ndim != 3:
+        raise ConfigError(f"--configuration {configuration} is for 3D data; this dataset is {ndim}D (drop the flag)")
+    return configuration == "2d"
 
 
 def default_patch_voxels(ndim: int, gpu: bool) -> int:
@@ -155,6 +179,20 @@ def _spacing(
         spacing = _coarsen_for_context(spacing, np.median(shapes * spacings / np.array(spacing), axis=0), voxel_budget)
     spacing = tuple(float(s * factor) for s in spacing)
     return spacing, np.median(shapes * spacings / np.array(spacing), axis=0)
+
+
+def _slice_spacing(
+    fp: Fingerprint, gpu: bool, voxel_budget: int, factor: float
+) -> tuple[tuple[float, ...], np.ndarray]:
+    """The 2D configuration's spacing: axis 0 at the target spacing, the in-plane axes coarsened as a 2D
+    plan's would be (the CPU rule, or ``factor``)."""
+    spacings, shapes = np.array(fp.spacings), np.array(fp.shapes)
+    spacing = target_spacing(spacings)
+    plane = tuple(spacing[1:])
+    if not gpu and factor == 1.0:
+        plane = _coarsen_for_context(plane, np.median(shapes * spacings / np.array(spacing), axis=0)[1:], voxel_budget)
+    full = (spacing[0], *(float(s * factor) for s in plane))
+    return full, np.median(shapes * spacings / np.array(full), axis=0)
 
 
 def median_extent(fp: Fingerprint) -> np.ndarray:

@@ -20,6 +20,7 @@ from medseg.apps.cli.options import (
     BatchDiceOption,
     BudgetPlanOption,
     ClassWeightsOption,
+    ConfigurationOption,
     DistributedOption,
     DropoutOption,
     EncoderWeightsOption,
@@ -163,6 +164,7 @@ def train(
     fusion: FusionOption = "early",
     resample_channels: ResampleChannelsOption = False,
     normalization: NormalizationOption = "auto",
+    configuration: ConfigurationOption = "native",
     tensorboard: Annotated[
         bool,
         typer.Option(
@@ -191,6 +193,7 @@ def train(
         tensorboard=tensorboard,
         distributed=distributed,
         normalization=normalization,
+        configuration=configuration,
         deterministic=deterministic,
         optimizer=optimizer,
         schedule=schedule,
@@ -247,6 +250,7 @@ def plan(
     fusion: FusionOption = "early",
     resample_channels: ResampleChannelsOption = False,
     normalization: NormalizationOption = "auto",
+    configuration: ConfigurationOption = "native",
 ) -> None:
     """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`); with
     --folds all also RUN/splits.json (edit it too)."""
@@ -276,6 +280,7 @@ def plan(
         fusion=fusion,
         resample_channels=resample_channels,
         normalization=normalization,
+        configuration=configuration,
     )
     planner = medseg.plan_crossval if all_folds else medseg.plan
     with TrainingView() as view:

@@ -75,6 +75,14 @@ NormalizationOption = Annotated[
         "window:LEVEL,WIDTH (a CT window in HU mapped to [0, 1])."
     ),
 ]
+ConfigurationOption = Annotated[
+    str,
+    typer.Option(
+        help="native (the network has the data's dimensionality), or for 3D data 3d (the same) or 2d (a 2D "
+        "network on the axial slices, nnU-Net's 2d configuration; compare both with --folds all and `medseg "
+        "find-best`, which also tries their ensemble)."
+    ),
+]
 FoldOption = Annotated[
     str, typer.Option(help="Cross-validation fold held out for validation, or all (train every fold).")
 ]
