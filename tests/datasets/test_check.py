@@ -208,3 +208,15 @@ def test_check_output_scales_and_is_plain_when_piped(tmp_path: Path, monkeypatch
     assert "4 cases: `--per-case` lists one row each" in result.output
     result = runner.invoke(app, ["check", str(tmp_path), "--per-case"])
     assert sum(line.startswith(long_name) for line in result.output.splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_kvasir_jpeg_masks_are_called_lossy_and_the_fix_gives_two_labels(tmp_path: Path) -> None:
+    root = shared_dataset("kvasir-seg")
+    report = check_dataset(load_dataset(root))
+    lossy = [p for p in report.problems if "masks look lossy" in p.message]
+    assert len(lossy) == 1 and "--mask-threshold 128" in lossy[0].message
+    from medseg.datasets.convert import ConvertOptions, convert_dataset
+
+    out = convert_dataset(load_dataset(root), tmp_path / "kvasir", ConvertOptions(mask_threshold=128))
+    assert json.loads((out / "dataset.json").read_text())["labels"] == {"background": 0, "foreground": 1}
