@@ -161,7 +161,7 @@ def summarise(run: Path, wall: float) -> str:
         f"held-out cases: {len(metrics['cases'])}; epochs: {epochs} ({iterations} iterations of batch "
         f"{plans['train']['batch_size']}, patch {plans['patch_size']})",
         "",
-        "| class | Dice mean ± std | median | HD95 mm | NSD |",
+        f"| class | Dice mean ± std | median | HD95 {metrics.get('spacing_unit', 'mm')} | NSD |",
         "|---|---|---|---|---|",
     ]
     for k, name in metrics["classes"].items():

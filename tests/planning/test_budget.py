@@ -15,7 +15,16 @@ from medseg.apps.cli.app import main
 from medseg.config.budget import Configuration
 from medseg.config.plans import load_plans
 from medseg.labels import LabelSpec
-from medseg.planning.budget import FULL_WIDTH_STEPS, MIN_STEPS, STEP_FRACTION, candidates, choose, coverage
+from medseg.planning.budget import (
+    FULL_WIDTH_STEPS,
+    MIN_STEPS,
+    MIN_THICKNESS,
+    STEP_FRACTION,
+    candidates,
+    choose,
+    coverage,
+    thickness_voxels,
+)
 from medseg.planning.fingerprint import Fingerprint, IntensityStats
 from medseg.planning.plans import Budget, make_plans
 from medseg.synthetic import SyntheticSpec, write_dataset
@@ -34,8 +43,12 @@ def _fp(shape: tuple[int, ...], spacing: tuple[float, ...], n: int = 5) -> Finge
     )
 
 
-def _config(name: str, cover: float, spacing: float, step_s: float, width: float = 1.0) -> Configuration:
-    return Configuration(name, 1.0, 0, 2, (256, 256), (spacing, spacing), cover, step_s, width_factor=width)
+def _config(
+    name: str, cover: float, spacing: float, step_s: float, width: float = 1.0, thickness: float = 0.0
+) -> Configuration:
+    return Configuration(
+        name, 1.0, 0, 2, (256, 256), (spacing, spacing), cover, step_s, width_factor=width, thickness=thickness
+    )
 
 
 SECONDS = 900.0  # a 15-minute budget: MIN_STEPS steps need steps of at most 0.765 s
@@ -182,3 +195,31 @@ def test_a_small_image_times_one_configuration(msd_2d: Path, tmp_path: Path, mon
     assert [c.name for c in budget.configurations] == ["default", "narrower network"]
     default, narrow = budget.configurations
     assert narrow.width_factor == 0.5 and narrow.patch_size == default.patch_size
+
+
+def test_coarsening_stops_where_the_thinnest_class_would_vanish() -> None:
+    # DRIVE-like: vessels 3.3 px thick at spacing 1; the whole image fits at spacing 2.24 (1.5 px: gone)
+    configs = [
+        _config("default", 0.25, 1.12, 0.3, thickness=3.3 / 1.12),
+        _config("half-way", 0.6, 1.5, 0.3, thickness=3.3 / 1.5),
+        _config("whole image", 1.0, 2.24, 0.3, thickness=3.3 / 2.24),
+    ]
+    assert all(c.thickness < MIN_THICKNESS for c in configs)
+    assert choose(configs, SECONDS)[0] == 0  # none keeps the vessels: the finest affordable spacing
+    # ISBI-like: membranes 5 px; half-way keeps them (3.5 px), the whole image at spacing 2 does not (2.5)
+    isbi = [
+        _config("default", 0.25, 1.0, 0.3, thickness=5.0),
+        _config("half-way", 0.62, 1.41, 0.3, thickness=5.0 / 1.41),
+        _config("whole image", 1.0, 2.0, 0.3, thickness=2.5),
+    ]
+    assert choose(isbi, SECONDS)[0] == 1
+    thick = [replace(c, thickness=c.thickness * 10) for c in isbi]  # clavicle-like: thick enough everywhere
+    assert choose(thick, SECONDS)[0] == 2
+    unknown = [replace(c, thickness=0.0) for c in isbi]  # not measured: coverage first, as before
+    assert choose(unknown, SECONDS)[0] == 2
+
+
+def test_thickness_in_voxels_uses_the_thinnest_class() -> None:
+    fp = replace(_fp((64, 64), (1.0, 1.0)), thickness_mm=(30.0, float("nan"), 4.0))
+    assert thickness_voxels(fp, (2.0, 2.0)) == pytest.approx(2.0)
+    assert thickness_voxels(_fp((64, 64), (1.0, 1.0)), (1.0, 1.0)) == 0.0

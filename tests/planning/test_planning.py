@@ -103,3 +103,22 @@ def test_sided_labels_are_not_mirrored_left_right(names: dict[int, str], sided: 
 
     assert mirror_axes(2, names) == ((0,) if sided else (0, 1))
     assert mirror_axes(3, names) == ((0, 1) if sided else (0, 1, 2))
+
+
+def test_thickness_orders_thin_and_thick_regions() -> None:
+    from medseg.planning.fingerprint import thickness_mm
+
+    strip = np.zeros((64, 64), bool)
+    strip[:, 30:34] = True  # 4 px wide
+    disc = np.zeros((64, 64), bool)
+    yy, xx = np.mgrid[:64, :64]
+    disc[(yy - 32) ** 2 + (xx - 32) ** 2 < 20**2] = True
+    assert thickness_mm(strip, (1.0, 1.0)) < 4 < thickness_mm(disc, (1.0, 1.0))
+    assert thickness_mm(strip, (0.5, 0.5)) == pytest.approx(thickness_mm(strip, (1.0, 1.0)) / 2)
+    assert np.isnan(thickness_mm(np.zeros((4, 4), bool), (1.0, 1.0)))
+
+
+def test_fingerprint_measures_every_class_thickness(msd_2d: Path) -> None:
+    fp = fingerprint(load_dataset(msd_2d))
+    assert len(fp.thickness_mm) == len(fp.labels.names)
+    assert all(t > 0 for t in fp.thickness_mm if np.isfinite(t))

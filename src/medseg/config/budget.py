@@ -18,9 +18,10 @@ class Configuration:
 
     ``spacing_factor`` multiplies the planned target spacing (2: half the resolution), ``patch_voxels`` is the
     patch's voxel budget, ``batch_size`` the batch, ``width_factor`` multiplies the network's features per
-    level (0.5: half as wide). ``coverage`` is the fraction of the median image (by
-    physical volume, at most 1) one patch sees; ``step_seconds`` the measured seconds of one training step;
-    ``steps`` how many the budget buys.
+    level (0.5: half as wide); ``thickness`` the thinnest class's thickness in voxels at the candidate's
+    spacing (:func:`medseg.planning.fingerprint.thickness_mm`; 0 when the fingerprint has none).
+    ``coverage`` is the fraction of the median image (by physical volume, at most 1) one patch sees;
+    ``step_seconds`` the measured seconds of one training step; ``steps`` how many the budget buys.
     """
 
     name: str
@@ -33,6 +34,7 @@ class Configuration:
     step_seconds: float = 0.0
     steps: int = 0
     width_factor: float = 1.0
+    thickness: float = 0.0  # the thinnest class's thickness in voxels at this spacing (0: not measured)
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,20 @@ on the training device (:func:`medseg.training.speed.plan_for_budget`); :func:`c
 rule below to the measurements. Everything here is pure, so the rule is tested on synthetic fingerprints
 with made-up step times (tests/planning/test_budget.py).
 
-The rule (``context-then-resolution-v2``, docs/planning.md):
+The rule (``context-then-resolution-v3``, docs/planning.md):
 
 1. a configuration is affordable when the budget buys it at least :data:`MIN_STEPS` optimiser steps
    (:data:`STEP_FRACTION` of the budget goes to steps, the rest to validation and data loading);
-2. among the affordable ones, the largest coverage wins (the fraction of the median image one patch sees,
+2. of those, only the ones that keep the thinnest class at least :data:`MIN_THICKNESS` voxels thick are
+   considered (a vessel or a membrane coarsened below that is no longer there to learn); when none does,
+   the affordable ones of the finest spacing;
+3. among them, the largest coverage wins (the fraction of the median image one patch sees,
    rounded to 0.05: a patch that cannot see an organ's surroundings cannot tell it from its neighbours),
    then the finest spacing;
-3. among the candidates of that coverage and spacing, the full-width network when it buys at least
+4. among the candidates of that coverage and spacing, the full-width network when it buys at least
    :data:`FULL_WIDTH_STEPS` steps, else the one that buys the most steps (a narrower network: fewer
    features per level, more steps in the same time);
-4. if none is affordable, the one that buys the most steps.
+5. if none is affordable, the one that buys the most steps.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from medseg.planning.plans import Budget, default_patch_voxels, median_extent, t
 __all__ = [
     "FULL_WIDTH_STEPS",
     "MIN_STEPS",
+    "MIN_THICKNESS",
     "RULE",
     "STEP_FRACTION",
     "budget_choice",
@@ -43,13 +47,15 @@ __all__ = [
     "choose",
     "coverage",
     "describe",
+    "thickness_voxels",
 ]
 
-RULE = "context-then-resolution-v2"
+RULE = "context-then-resolution-v3"
 MIN_STEPS = 1000
 FULL_WIDTH_STEPS = 3000
 STEP_FRACTION = 0.85
 NARROW_WIDTH = 0.5  # the narrower-network candidate's width factor
+MIN_THICKNESS = 3.0  # voxels: the thinnest class must stay this thick at a candidate's spacing
 
 
 def candidates(fp: Fingerprint, budget: Budget) -> list[tuple[str, Budget]]:
@@ -99,7 +105,17 @@ def describe(name: str, candidate: Budget, plans: Plans, fp: Fingerprint) -> Con
         target_spacing=tuple(plans.data.target_spacing),
         coverage=round(coverage(plans, fp), 4),
         width_factor=candidate.width_factor,
+        thickness=round(thickness_voxels(fp, plans.data.target_spacing), 3),
     )
+
+
+def thickness_voxels(fp: Fingerprint, spacing: tuple[float, ...]) -> float:
+    """The thinnest class's thickness (:attr:`Fingerprint.thickness_mm`) in voxels of ``spacing`` (their
+    geometric mean); 0 when the fingerprint measured none."""
+    known = [t for t in fp.thickness_mm if np.isfinite(t) and t > 0]
+    if not known:
+        return 0.0
+    return float(min(known) / np.prod(spacing) ** (1 / len(spacing)))
 
 
 def choose(configurations: list[Configuration], time_budget_s: float) -> tuple[int, list[Configuration]]:
@@ -114,6 +130,11 @@ def choose(configurations: list[Configuration], time_budget_s: float) -> tuple[i
     affordable = [i for i, c in enumerate(timed) if c.steps >= MIN_STEPS]
     if not affordable:
         return max(range(len(timed)), key=lambda i: (timed[i].steps, -i)), timed
+    resolving = [i for i in affordable if timed[i].thickness == 0 or timed[i].thickness >= MIN_THICKNESS]
+    if not resolving:  # nothing affordable keeps the thinnest class: the finest affordable spacing
+        finest = min(float(np.prod(timed[i].target_spacing)) for i in affordable)
+        resolving = [i for i in affordable if float(np.prod(timed[i].target_spacing)) <= finest * (1 + 1e-9)]
+    affordable = resolving
 
     def context(i: int) -> tuple[float, float]:
         return round(timed[i].coverage * 20) / 20, -float(np.prod(timed[i].target_spacing))
