@@ -83,17 +83,17 @@ def isbi_membrane_scores(source: Path, run: Path) -> str:
     the pixel error on the held-out sections, from the run's held-out predictions."""
     import numpy as np
 
+    from medseg.evaluation.metrics import dice
     from medseg.io.images import read_label
 
-    dice, errors = [], []
+    scores, errors = [], []
     for predicted_path in sorted((run / "validation").glob("*.png")):
         predicted = read_label(predicted_path)[0] == 0
         reference = read_label(source / "labels" / predicted_path.name)[0] == 0
-        overlap = np.count_nonzero(predicted & reference)
-        dice.append(2 * overlap / max(np.count_nonzero(predicted) + np.count_nonzero(reference), 1))
+        scores.append(dice(predicted, reference))
         errors.append(float(np.mean(predicted != reference)))
     return (
-        f"ISBI held-out sections ({len(dice)}): membrane Dice {np.mean(dice):.4f} ± {np.std(dice):.4f}, "
+        f"ISBI held-out sections ({len(scores)}): membrane Dice {np.mean(scores):.4f} ± {np.std(scores):.4f}, "
         f"pixel error {np.mean(errors):.4f}"
     )
 
@@ -126,6 +126,7 @@ def drive_test_f1(source: Path, run: Path, out: Path, medseg: list[str]) -> str:
     """Predict the 20 official DRIVE test images and score vessels inside the field of view (1st observer)."""
     import numpy as np
 
+    from medseg.evaluation.metrics import dice
     from medseg.io.images import read_label
 
     predictions = out / "drive-test-predictions"
@@ -138,8 +139,7 @@ def drive_test_f1(source: Path, run: Path, out: Path, medseg: list[str]) -> str:
         predicted = read_label(predictions / image.name)[0] > 0
         reference = read_label(source / "test" / "1st_manual" / f"{number}_manual1.gif")[0] > 0
         fov = read_label(source / "test" / "mask" / f"{number}_test_mask.gif")[0] > 0
-        p, r = predicted[fov], reference[fov]
-        scores.append(2 * np.count_nonzero(p & r) / max(np.count_nonzero(p) + np.count_nonzero(r), 1))
+        scores.append(dice(predicted[fov], reference[fov]))
     return (
         f"DRIVE official test set ({len(scores)} images, 1st observer, inside the FOV): vessel F1 "
         f"{np.mean(scores):.4f} ± {np.std(scores):.4f} (median {np.median(scores):.4f}); predicted in {seconds:.0f} s"

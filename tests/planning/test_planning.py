@@ -122,3 +122,15 @@ def test_fingerprint_measures_every_class_thickness(msd_2d: Path) -> None:
     fp = fingerprint(load_dataset(msd_2d))
     assert len(fp.thickness_mm) == len(fp.labels.names)
     assert all(t > 0 for t in fp.thickness_mm if np.isfinite(t))
+
+
+def test_thickness_on_the_bounding_box_equals_the_whole_volume() -> None:
+    from scipy import ndimage
+
+    from medseg.planning.fingerprint import thickness_mm
+
+    mask = np.zeros((40, 200, 200), bool)
+    mask[10:14, 50:120, 60:63] = True  # a thin slab far from the borders
+    mask[0:3, 0:5, 190:200] = True  # and a piece touching them
+    whole = 2.0 * ndimage.distance_transform_edt(mask, sampling=(2.0, 1.0, 1.0))[mask].mean()
+    assert thickness_mm(mask, (2.0, 1.0, 1.0)) == pytest.approx(whole, rel=1e-6)

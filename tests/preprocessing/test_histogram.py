@@ -90,3 +90,12 @@ def test_histogram_match_needs_landmarks(tmp_path: Path) -> None:
     fp = fingerprint(load_dataset(root))
     with pytest.raises(ConfigError, match="histogram landmarks"):
         make_plans(replace(fp, landmarks=()), Budget(normalization="histogram-match"))
+
+
+def test_sampled_landmarks_are_close_to_the_full_ones() -> None:
+    rng = np.random.default_rng(4)
+    image = _mri_like(rng, 3.0, 10.0)
+    full = case_landmarks(image)
+    sampled = case_landmarks(image, np.random.default_rng(0), max_samples=5_000)
+    assert not np.array_equal(full, sampled)  # it did sample
+    np.testing.assert_allclose(sampled, full, rtol=0.05)

@@ -85,7 +85,7 @@ def check_dataset(
     levels = lossy_levels(by_value)
     if not levels:
         return report
-    threshold = np.ceil((levels[0] + levels[1]) / 2)
+    threshold = _midpoint(levels)
     fix = (
         f"convert with `medseg convert {dataset.root} OUT --mask-threshold {threshold:g}` (value >= {threshold:g} -> 1)"
         if len(levels) == 2
@@ -113,7 +113,11 @@ def lossy_mask_threshold(voxels_by_value: dict[int, int]) -> float | None:
     Returns the midpoint of the two lowest levels, rounded up (128 for 0/255).
     """
     levels = lossy_levels(voxels_by_value)
-    return float(np.ceil((levels[0] + levels[1]) / 2)) if levels else None
+    return _midpoint(levels) if levels else None
+
+
+def _midpoint(levels: list[int]) -> float:
+    return float(np.ceil((levels[0] + levels[1]) / 2))
 
 
 def lossy_levels(voxels_by_value: dict[int, int]) -> list[int]:

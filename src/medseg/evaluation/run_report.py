@@ -38,15 +38,12 @@ def write_run_report(
     by_id = {p.case_id: p for p in pairs}
     labels = plans.data.labels
     overlays = []
+    window = display_window(plans)
     for _role, case_id in pick_overlay_cases(scores):
         pair = by_id[case_id]
         image, _ = read_channels(list(images[case_id]), resample=plans.data.resample_channels)
         ref, pred = _masks(pair.reference, labels), _masks(pair.prediction, labels)
-        overlays.append(
-            OverlayCase(
-                case_id, image, ref, pred, scores[case_id], overlapping=labels.overlapping, window=display_window(plans)
-            )
-        )
+        overlays.append(OverlayCase(case_id, image, ref, pred, scores[case_id], labels.overlapping, window))
     lines = log.read_text(encoding="utf-8").splitlines() if log is not None and log.exists() else []
     records = [json.loads(line) for line in lines if line.strip()]
     return write_report(

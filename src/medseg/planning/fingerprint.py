@@ -11,6 +11,7 @@ without touching disk.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from medseg.errors import DataError
 from medseg.io.images import read_channels, read_label
 from medseg.labels import LabelSpec
 from medseg.preprocessing.forward import nonzero_bbox
-from medseg.preprocessing.histogram import LANDMARK_PERCENTILES, body_voxels, standard_landmarks
+from medseg.preprocessing.histogram import case_landmarks, standard_landmarks
 
 __all__ = ["Fingerprint", "IntensityStats", "fingerprint", "thickness_mm"]
 
@@ -30,6 +31,7 @@ __all__ = ["Fingerprint", "IntensityStats", "fingerprint", "thickness_mm"]
 _SAMPLES_PER_CASE = 10_000
 _LANDMARK_SAMPLES = 200_000
 THICKNESS_CASES = 20  # the cases thickness is measured on (the first ones: deterministic, bounded cost)
+THICKNESS_MAX_VOXELS = 2**24  # larger label maps are subsampled for it (a 512 x 512 x 300 CT by 2 per axis)
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,10 @@ def fingerprint(
     if not cases:
         raise DataError(dataset.root, "no labelled cases", "training needs images with masks")
     rng = np.random.default_rng(seed)
+    landmark_rng = np.random.default_rng([seed, 1])  # its own stream: the intensity samples stay as they were
     shapes, spacings, cropped = [], [], []
     samples: list[list[np.ndarray]] = []
-    case_landmarks: list[list[np.ndarray]] = []
+    landmarks: list[list[np.ndarray]] = []
     thickness: list[list[float]] = []
     for index, case in enumerate(cases):
         image, geometry = read_channels(list(case.channels), resample=resample_channels)
@@ -93,7 +96,7 @@ def fingerprint(
         values = image[:, foreground]
         pick = rng.choice(values.shape[1], size=min(_SAMPLES_PER_CASE, values.shape[1]), replace=False)
         samples.append([values[c, pick].astype(np.float64) for c in range(values.shape[0])])
-        case_landmarks.append([_landmarks(image[c], rng) for c in range(image.shape[0])])
+        landmarks.append([case_landmarks(c, landmark_rng, _LANDMARK_SAMPLES) for c in image])
         if index < THICKNESS_CASES:
             thickness.append(_case_thickness(case.label, label, dataset, geometry.spacing))
         if progress is not None:
@@ -114,7 +117,7 @@ def fingerprint(
         labels=dataset.labels,
         foreground_intensity=stats,
         file_ending=dataset.file_ending,
-        landmarks=tuple(standard_landmarks([case[c] for case in case_landmarks]) for c in range(n_channels)),
+        landmarks=tuple(standard_landmarks([case[c] for case in landmarks]) for c in range(n_channels)),
         thickness_mm=tuple(
             float(np.median(finite)) if (finite := [v for v in column if np.isfinite(v)]) else float("nan")
             for column in zip(*thickness, strict=True)
@@ -130,25 +133,25 @@ def thickness_mm(mask: np.ndarray, spacing: tuple[float, ...]) -> float:
     Kvasir polyps 86 px). NaN for an empty mask."""
     if not mask.any():
         return float("nan")
-    distance = ndimage.distance_transform_edt(mask, sampling=spacing)
-    return 2.0 * float(distance[mask].mean())
+    # the region's bounding box and one voxel around it hold every distance that matters: no EDT of the volume
+    lo, hi = nonzero_bbox(mask[None])
+    box = tuple(slice(max(a - 1, 0), min(b + 1, n)) for a, b, n in zip(lo, hi, mask.shape, strict=True))
+    region = mask[box]
+    distance = ndimage.distance_transform_edt(region, sampling=spacing)
+    return 2.0 * float(distance[region].mean())
 
 
 def _case_thickness(paths: tuple, label: np.ndarray, dataset: Dataset, spacing: tuple[float, ...]) -> list[float]:
     """Per class (every class of a label map, the background included: ISBI's thin class is its background)
     or per structure (overlapping masks, one file each)."""
+    step = max(1, math.ceil((label.size / THICKNESS_MAX_VOXELS) ** (1 / label.ndim)))
+    every = (slice(None, None, step),) * label.ndim  # a large volume: a regular subsample (coarser, not lost)
+    coarse = tuple(s * step for s in spacing)
     if dataset.labels.overlapping:
-        masks = [label > 0] + [read_label(p)[0] > 0 for p in paths[1:]]
-    else:
-        masks = [label == v for v in dataset.labels.values]
-    return [thickness_mm(m, tuple(spacing)) for m in masks]
-
-
-def _landmarks(channel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    body = body_voxels(channel)
-    if body.size > _LANDMARK_SAMPLES:
-        body = body[rng.choice(body.size, size=_LANDMARK_SAMPLES, replace=False)]
-    return np.percentile(body.astype(np.float64), LANDMARK_PERCENTILES)
+        structures = [label] + [read_label(p)[0] for p in paths[1:]]
+        return [thickness_mm(a[every] > 0, coarse) for a in structures]
+    sampled = label[every]
+    return [thickness_mm(sampled == v, coarse) for v in dataset.labels.values]
 
 
 def _intensity_stats(values: np.ndarray) -> IntensityStats:

@@ -85,7 +85,7 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
     slices = _check_configuration(budget.configuration, fp.ndim)
     if slices:  # the 2D patch budget on the in-plane axes (1, 2); axis 0 is one slice, never resampled coarser
         voxel_budget = budget.patch_voxels or default_patch_voxels(2, gpu)
-        spacing, median_shape = _slice_spacing(fp, gpu, voxel_budget, budget.spacing_factor)
+        spacing, median_shape = _spacing(fp, gpu, voxel_budget, budget.spacing_factor, first_axis=1)
     else:
         spacing, median_shape = _spacing(fp, gpu, voxel_budget, budget.spacing_factor)
     shapes = np.array(fp.shapes)
@@ -170,29 +170,19 @@ def default_patch_voxels(ndim: int, gpu: bool) -> int:
 
 
 def _spacing(
-    fp: Fingerprint, gpu: bool, voxel_budget: int, factor: float = 1.0
+    fp: Fingerprint, gpu: bool, voxel_budget: int, factor: float = 1.0, first_axis: int = 0
 ) -> tuple[tuple[float, ...], np.ndarray]:
-    """Target spacing (times ``factor``) and the median image shape at that spacing."""
+    """Target spacing (axes from ``first_axis`` on coarsened by the CPU rule or times ``factor``; the axes
+    before it, e.g. the slice axis of the 2D configuration, stay at the target spacing) and the median image
+    shape at that spacing."""
     spacings, shapes = np.array(fp.spacings), np.array(fp.shapes)
     spacing = target_spacing(spacings)
+    kept, scaled = spacing[:first_axis], spacing[first_axis:]
     if not gpu and factor == 1.0:  # a candidate's factor replaces the CPU's coarsening rule
-        spacing = _coarsen_for_context(spacing, np.median(shapes * spacings / np.array(spacing), axis=0), voxel_budget)
-    spacing = tuple(float(s * factor) for s in spacing)
+        median = np.median(shapes * spacings / np.array(spacing), axis=0)
+        scaled = _coarsen_for_context(scaled, median[first_axis:], voxel_budget)
+    spacing = (*kept, *(float(s * factor) for s in scaled))
     return spacing, np.median(shapes * spacings / np.array(spacing), axis=0)
-
-
-def _slice_spacing(
-    fp: Fingerprint, gpu: bool, voxel_budget: int, factor: float
-) -> tuple[tuple[float, ...], np.ndarray]:
-    """The 2D configuration's spacing: axis 0 at the target spacing, the in-plane axes coarsened as a 2D
-    plan's would be (the CPU rule, or ``factor``)."""
-    spacings, shapes = np.array(fp.spacings), np.array(fp.shapes)
-    spacing = target_spacing(spacings)
-    plane = tuple(spacing[1:])
-    if not gpu and factor == 1.0:
-        plane = _coarsen_for_context(plane, np.median(shapes * spacings / np.array(spacing), axis=0)[1:], voxel_budget)
-    full = (spacing[0], *(float(s * factor) for s in plane))
-    return full, np.median(shapes * spacings / np.array(full), axis=0)
 
 
 def median_extent(fp: Fingerprint) -> np.ndarray:

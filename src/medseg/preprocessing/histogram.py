@@ -38,9 +38,14 @@ def body_voxels(channel: np.ndarray) -> np.ndarray:
     return flat
 
 
-def case_landmarks(channel: np.ndarray) -> np.ndarray:
-    """The landmark intensities of one case's channel (float64, one per :data:`LANDMARK_PERCENTILES`)."""
-    return np.percentile(body_voxels(channel).astype(np.float64), LANDMARK_PERCENTILES)
+def case_landmarks(channel: np.ndarray, rng: np.random.Generator | None = None, max_samples: int = 0) -> np.ndarray:
+    """The landmark intensities of one case's channel (float64, one per :data:`LANDMARK_PERCENTILES`); with
+    ``rng`` and ``max_samples``, from at most that many body voxels drawn with replacement (cheap on a large
+    CT: no permutation of the whole volume)."""
+    body = body_voxels(channel)
+    if rng is not None and 0 < max_samples < body.size:
+        body = body[rng.integers(0, body.size, size=max_samples)]
+    return np.percentile(body.astype(np.float64), LANDMARK_PERCENTILES)
 
 
 def standard_landmarks(per_case: list[np.ndarray]) -> tuple[float, ...]:
