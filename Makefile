@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 # the demo needs the runtime only; tests and lint also need the dev extras (pytest, ruff, mypy, onnx, ...)
+# and the torch-free bundle runtime in runtime/ (medseg-runtime, docs/export.md)
 RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
@@ -14,10 +15,10 @@ $(RUNTIME): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e .
 	touch $(RUNTIME)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml runtime/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]' -e runtime
 	touch $(RUNTIME) $(STAMP)
 
 demo: $(RUNTIME)
@@ -29,6 +30,6 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks runtime
+	$(VENV)/bin/ruff format --check src tests benchmarks runtime
 	$(VENV)/bin/mypy

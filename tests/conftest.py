@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,21 @@ from medseg.synthetic import SyntheticSpec, write_dataset
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPEC_2D = SyntheticSpec(ndim=2, shape=(64, 64))
 SPEC_3D = SyntheticSpec(ndim=3, shape=(8, 48, 48))
+
+
+def _qt_usable() -> bool:
+    """Whether PySide6's widgets load here (it and pytest-qt installed, and the system libraries it needs)."""
+    if importlib.util.find_spec("pytestqt") is None or importlib.util.find_spec("PySide6") is None:
+        return False
+    try:
+        import PySide6.QtWidgets  # noqa: F401
+    except ImportError:  # e.g. libEGL.so.1 missing: tests/apps/gui skip with the reason instead
+        return False
+    return True
+
+
+# pytest-qt's own loading (-p no:pytest-qt in pyproject.toml) would stop the whole run where Qt cannot load
+pytest_plugins = ["pytestqt.plugin"] if _qt_usable() else []
 
 
 def shared_dataset(name: str) -> Path:

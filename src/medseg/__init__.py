@@ -37,6 +37,7 @@ _API: dict[str, str] = {
     "write_image": "medseg.io.images",
     "has_physical_spacing": "medseg.io.images",
     "SUPPORTED_SUFFIXES": "medseg.io.images",
+    "HU_WINDOWS": "medseg.config.windows",
     "LabelSpec": "medseg.labels",
     "Dataset": "medseg.datasets.records",
     "Case": "medseg.datasets.records",
@@ -77,10 +78,26 @@ _API: dict[str, str] = {
     "Predictor": "medseg.inference.predictor",
     "PredictOptions": "medseg.inference.predictor",
     "EnsemblePredictor": "medseg.inference.ensemble",
+    # trust in each prediction: uncertainty, the failure flag, calibration, explanations
+    "UncertaintyOptions": "medseg.inference.uncertainty",
+    "UncertaintyEstimator": "medseg.inference.uncertainty",
+    "TrustOptions": "medseg.trust",
+    "assess_trust": "medseg.trust",
+    "load_trust": "medseg.trust",
+    "predict_with_uncertainty": "medseg.trust",
+    "explain": "medseg.trust",
+    "EXPLAIN_METHODS": "medseg.inference.explain",
     "load_predictor": "medseg.inference.ensemble",
     "PostProcessing": "medseg.config.postprocessing",
     "find_scans": "medseg.inference.inputs",
     "group_channels": "medseg.inference.inputs",
+    # deployment: a run as one bundle file (MODEL.medseg) and prediction with it (docs/export.md)
+    "ExportOptions": "medseg.export.bundle",
+    "ExportReport": "medseg.export.bundle",
+    "export_bundle": "medseg.export.bundle",
+    "is_bundle": "medseg.export.runtime",
+    "load_bundle_predictor": "medseg.export.runtime",
+    "predict_bundle": "medseg.export.runtime",
     # evaluation and reports
     "evaluate": "medseg.evaluation.evaluate",
     "EvalPair": "medseg.evaluation.evaluate",
@@ -89,6 +106,13 @@ _API: dict[str, str] = {
     "labels_from_references": "medseg.evaluation.evaluate",
     "write_metrics": "medseg.evaluation.evaluate",
     "write_run_report": "medseg.evaluation.run_report",
+    # structure sizes, surfaces and their export (the desktop application's table and 3D view)
+    "StructureSize": "medseg.evaluation.structures",
+    "structure_sizes": "medseg.evaluation.structures",
+    "Surface": "medseg.evaluation.meshes",
+    "structure_surfaces": "medseg.evaluation.meshes",
+    "write_stl": "medseg.evaluation.meshes",
+    "write_obj": "medseg.evaluation.meshes",
     "run_demo": "medseg.demo",
     "DemoResult": "medseg.demo",
     # synthetic data (tests, the demo, trying medseg without data)
@@ -103,6 +127,7 @@ _ALIASES: dict[str, str] = {
     "preprocess": "preprocess_run",
     "train": "train_run",
     "evaluate": "evaluate_folders",
+    "EXPLAIN_METHODS": "METHODS",
 }
 
 __all__ = ["__version__", *sorted(_API)]

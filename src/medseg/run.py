@@ -8,6 +8,7 @@ A run folder describes itself; prediction needs nothing else::
     checkpoint_last.pt  checkpoint_best.pt  log.jsonl
     validation/         held-out predictions in the scans' own format and geometry
     metrics.json  metrics.csv  report.html
+    trust.json  trust/  the failure flag, temperature and uncertainty maps of ``medseg trust`` (optional)
 
 Checkpoints are written atomically and read with ``torch.load(weights_only=True)``. A PyTorch checkpoint
 is a pickle, and unpickling a file from elsewhere can run arbitrary code: medseg writes only tensors,
@@ -45,6 +46,8 @@ from medseg.splits import SPLITS_JSON
 __all__ = [
     "CROSSVAL_JSON",
     "ENSEMBLE_JSON",
+    "TRUST_DIR",
+    "TRUST_JSON",
     "Candidate",
     "CrossValDir",
     "EnsembleRecord",
@@ -60,6 +63,9 @@ Checkpoint = Literal["best", "last"]
 _CHECKPOINTS: dict[str, str] = {"best": "checkpoint_best.pt", "last": "checkpoint_last.pt"}
 _CHECKSUM = "sha256"  # checkpoint key of the content's digest
 CROSSVAL_JSON, ENSEMBLE_JSON = "crossval.json", "ensemble.json"
+# written by `medseg trust` in a run or cross-validation folder: the failure-flag model, the temperature, the
+# per-case table (TRUST_JSON), and the held-out cases' uncertainty maps (TRUST_DIR)
+TRUST_JSON, TRUST_DIR = "trust.json", "trust"
 
 
 @dataclass(frozen=True)

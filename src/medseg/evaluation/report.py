@@ -125,8 +125,11 @@ def write_report(
     log_records: Sequence[dict] = (),
     overlays: Sequence[OverlayCase] = (),
     config: dict | None = None,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write the HTML report atomically to ``path`` and return ``path``.
+
+    ``sections`` are extra ``(heading, html)`` parts (e.g. the trust sections), shown before the case table.
 
     ``metrics`` is the evaluation JSON (``classes``, ``cases``, ``summary``, ``spacing_unit``);
     NaN or null values show as "–" and are left out of plots. ``log_records`` are the training log
@@ -157,6 +160,8 @@ def write_report(
             if case.window is not None:
                 caption += f" (display window {case.window[0]:g} … {case.window[1]:g})"
             parts += [f"<h3>{_esc(caption)}</h3>", _img(_overlay_figure(case, classes))]
+    for heading, fragment in sections:
+        parts += [f"<h2>{_esc(heading)}</h2>", fragment]
     parts += ["<h2>Cases</h2>", _case_table(classes, cases)]
     parts.append(
         '<details><summary class="note">How empty masks are scored</summary>'

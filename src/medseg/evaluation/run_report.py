@@ -13,7 +13,8 @@ import numpy as np
 from medseg.config.plans import Plans
 from medseg.evaluation.evaluate import EvalPair
 from medseg.evaluation.report import OverlayCase, pick_overlay_cases, write_report
-from medseg.io.images import read_channels, read_label
+from medseg.evaluation.trust_report import TrustOverlay, calibration_section, failure_section, uncertainty_section
+from medseg.io.images import read_channels, read_image, read_label
 from medseg.labels import LabelSpec
 from medseg.serial import to_dict
 
@@ -29,8 +30,11 @@ def write_run_report(
     images: Mapping[str, Sequence[Path]],
     *,
     title: str,
+    trust: dict[str, Any] | None = None,
+    trust_dir: Path | None = None,
 ) -> Path:
-    """The HTML report: metric tables, box plot, curves from ``log``, overlays of best/median/worst cases."""
+    """The HTML report: metric tables, box plot, curves from ``log``, overlays of best/median/worst cases;
+    with ``trust`` (the record of ``medseg trust``, its maps in ``trust_dir``) also the trust sections."""
     scores = {
         c["case"]: float(np.nanmean([m["dice"] if m["dice"] is not None else np.nan for m in c["metrics"].values()]))
         for c in metrics["cases"]
@@ -46,9 +50,46 @@ def write_run_report(
         overlays.append(OverlayCase(case_id, image, ref, pred, scores[case_id], labels.overlapping, window))
     lines = log.read_text(encoding="utf-8").splitlines() if log is not None and log.exists() else []
     records = [json.loads(line) for line in lines if line.strip()]
+    sections = []
+    if trust is not None and trust_dir is not None:
+        sections = [
+            failure_section(trust),
+            calibration_section(trust),
+            uncertainty_section(_trust_overlays(trust, trust_dir, by_id, images, plans)),
+        ]
     return write_report(
-        path, title=title, metrics=metrics, log_records=records, overlays=overlays, config=to_dict(plans)
+        path,
+        title=title,
+        metrics=metrics,
+        log_records=records,
+        overlays=overlays,
+        config=to_dict(plans),
+        sections=sections,
     )
+
+
+def _trust_overlays(
+    trust: dict[str, Any],
+    trust_dir: Path,
+    pairs: Mapping[str, EvalPair],
+    images: Mapping[str, Sequence[Path]],
+    plans: Plans,
+) -> list[TrustOverlay]:
+    """Best, median and worst held-out cases by true Dice, with their uncertainty maps read back."""
+    rows = {r["case"]: r for r in trust["cases"]}
+    overlays = []
+    for role, case_id in pick_overlay_cases({c: float(r["dice"]) for c, r in rows.items()}):
+        row, pair = rows[case_id], pairs[case_id]
+        image, _ = read_channels(list(images[case_id]), resample=plans.data.resample_channels)
+        prediction = _masks(pair.prediction, plans.data.labels)
+        spec = plans.data.labels
+        masks = prediction > 0 if spec.overlapping else np.stack([prediction == k for k in spec.foreground])
+        entropy = read_image(trust_dir / row["map"])[0][0]
+        overlay = TrustOverlay(
+            case_id, role, image[0], entropy, masks, row["dice"], row["predicted_dice"], display_window(plans)
+        )
+        overlays.append(overlay)
+    return overlays
 
 
 def display_window(plans: Plans) -> tuple[float, float] | None:

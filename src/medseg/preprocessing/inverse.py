@@ -13,7 +13,7 @@ import torch
 from medseg.preprocessing.forward import CaseProperties
 from medseg.preprocessing.resample import resample_channel, running_argmax
 
-__all__ = ["logits_to_labels", "logits_to_probabilities"]
+__all__ = ["logits_to_labels", "logits_to_probabilities", "map_to_original"]
 
 
 def _crop(props: CaseProperties) -> tuple[tuple[slice, ...], tuple[int, ...]]:
@@ -46,4 +46,13 @@ def logits_to_probabilities(logits: torch.Tensor, props: CaseProperties, *, over
     if not overlapping:
         out[0] = 1.0
     out[(slice(None), *crop)] = probs.numpy()
+    return out
+
+
+def map_to_original(values: torch.Tensor, props: CaseProperties, fill: float = 0.0) -> np.ndarray:
+    """A network-grid map ``(*spatial)`` (an uncertainty or explanation map) -> ``(*original)`` float32,
+    resampled linearly; voxels outside the non-zero crop get ``fill``."""
+    crop, cropped = _crop(props)
+    out = np.full(props.original_shape, fill, dtype=np.float32)
+    out[crop] = resample_channel(values.float(), cropped).numpy()
     return out

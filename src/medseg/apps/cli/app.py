@@ -355,8 +355,37 @@ def predict(
         ),
     ] = False,
     distributed: DistributedOption = False,
+    uncertainty: Annotated[
+        bool,
+        typer.Option(
+            "--uncertainty",
+            help="Also write each case's uncertainty map (CASE_uncertainty.*) and uncertainty.json/.csv: scores "
+            "from every TTA flip, fold and dropout pass, predicted Dice and a failure flag once `medseg trust` ran.",
+        ),
+    ] = False,
+    mc_dropout: Annotated[
+        int, typer.Option(min=0, help="With --uncertainty: Monte-Carlo dropout passes (networks with dropout).")
+    ] = 0,
+    dicom_seg: Annotated[
+        bool,
+        typer.Option(
+            "--dicom-seg",
+            help="With a bundle: a DICOM series input gives a DICOM-SEG referencing it (needs highdicom) instead "
+            "of a NIfTI mask.",
+        ),
+    ] = False,
 ) -> None:
-    """Segment scans with a trained run; outputs keep each input's format, geometry and file name."""
+    """Segment scans with a trained run or a bundle (MODEL.medseg from `medseg export`); outputs keep each
+    input's format, geometry and file name."""
+    import medseg
+
+    if medseg.is_bundle(run):  # the bundle's own pipeline; the options above are a run folder's
+        from medseg.apps.cli.bundles import predict_bundle_command
+
+        predict_bundle_command(run, inputs, output, dicom_seg)
+        return
+    if dicom_seg:
+        raise MedsegError("--dicom-seg needs a bundle (medseg export RUN --out MODEL.medseg); runs write DICOM series")
     from medseg import PostProcessing, PredictOptions
     from medseg.apps.cli.views import predict_command
 
@@ -372,7 +401,117 @@ def predict(
         skip_existing=continue_,
         resample_channels=resample_channels,
     )
+    if mc_dropout and not uncertainty:
+        raise MedsegError("--mc-dropout samples uncertainty; add --uncertainty")
+    if uncertainty:
+        if distributed:
+            raise MedsegError("--uncertainty runs in one process; leave out --distributed")
+        from medseg.apps.cli.trust_views import predict_uncertainty_command
+
+        samples = medseg.UncertaintyOptions(tta=tta is not False, dropout_samples=mc_dropout)
+        predict_uncertainty_command(run, inputs, output, device, options, samples)
+        return
     predict_command(run, inputs, output, device, options, distributed=distributed)
+
+
+@app.command(cls=FlagCommand)
+def trust(
+    run: Annotated[Path, typer.Argument(help="A run folder or a cross-validation folder (its out-of-fold cases).")],
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Every mirroring of the input is a sample.")] = True,
+    mc_dropout: Annotated[int, typer.Option(min=0, help="Monte-Carlo dropout passes (networks with dropout).")] = 0,
+    temperature: Annotated[
+        bool, typer.Option("--temperature/--no-temperature", help="Fit temperature scaling (labels do not change).")
+    ] = True,
+    flag_below: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            min=0.0, max=1.0, help="Flag cases predicted below this Dice (default: the held-out 10th percentile)."
+        ),
+    ] = None,
+) -> None:
+    """Fit a per-case failure flag and temperature scaling on the held-out cases; measure how well they work
+    (trust.json, the report's trust sections); `medseg predict --uncertainty` then flags new cases."""
+    import medseg
+    from medseg.apps.cli.trust_views import trust_command
+
+    samples = medseg.UncertaintyOptions(tta=tta, dropout_samples=mc_dropout)
+    target = str(medseg.resolve_device(device))
+    options = medseg.TrustOptions(samples, temperature=temperature, threshold=flag_below, device=target)
+    trust_command(run, options)
+
+
+@app.command(cls=FlagCommand)
+def explain(
+    run: Annotated[Path, typer.Argument(help="A run folder (one network).")],
+    scan: Annotated[Path, typer.Argument(help="A scan: a file or a DICOM series folder.")],
+    class_name: Annotated[str, typer.Option("--class", help="The class (structure) to explain, by name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the map and the overlay PNG.")] = Path("."),
+    method: Annotated[
+        str, typer.Option(help="hirescam (default), gradcam, or occlusion (gradient-free).")
+    ] = "hirescam",
+    layer: Annotated[
+        str, typer.Option(help="Module name of the layer for (Hi)Res/Grad-CAM (default: 1/4 resolution).")
+    ] = "",
+) -> None:
+    """Where the network looked to predict a class: a map in the scan's geometry and an overlay image."""
+    from medseg.apps.cli.trust_views import explain_command
+
+    explain_command(run, scan, class_name, out, method, layer)
+
+
+@app.command(name="export", cls=FlagCommand)
+def export(
+    run: Annotated[
+        Path, typer.Argument(help="What `medseg predict` accepts: a run, a cross-validation or a find-best folder.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The bundle file to write (MODEL.medseg).")],
+    format: Annotated[str, typer.Option("--format", help="onnx (the torch-free runtime) or torchscript.")] = "onnx",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="INT8 static quantisation (onnx), calibrated on training cases.")
+    ] = False,
+    calibration_cases: Annotated[int, typer.Option(min=1, help="Training cases for --int8 calibration.")] = 8,
+    precision: Annotated[
+        str, typer.Option(help="float32, int8 or fp16 (fp16: CUDA/TensorRT providers only).")
+    ] = "float32",
+    parity_cases: Annotated[int, typer.Option(min=1, help="Held-out cases the parity check runs on.")] = 2,
+    tta: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--tta/--no-tta", help="Mirroring test-time augmentation in the bundle (default: as planned)."),
+    ] = None,
+) -> None:
+    """Write a run as one bundle file: networks, preprocessing, window, TTA, post-processing, model card and
+    checksums; written only if it agrees with the eager model (parity)."""
+    from medseg.apps.cli.bundles import export_command
+
+    export_command(run, out, format, "int8" if int8 else precision, calibration_cases, parity_cases, tta)
+
+
+@app.command(cls=FlagCommand)
+def serve(
+    models: Annotated[list[Path], typer.Argument(help="Bundles to serve (MODEL.medseg); each is named by its file.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    api_keys: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--api-keys", help="File of API keys, one a line (also: MEDSEG_API_KEYS, comma-separated)."),
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without API keys (local use only; refused otherwise).")
+    ] = False,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest upload accepted (413 beyond).")] = 512.0,
+    max_queue: Annotated[int, typer.Option(min=0, help="Requests that may wait for a worker (429 beyond).")] = 4,
+    workers: Annotated[int, typer.Option(min=1, help="Predictions running at once.")] = 1,
+    timeout_s: Annotated[float, typer.Option(min=0.001, help="Seconds a request may take (504 beyond).")] = 600.0,
+    temp_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Folder for each request's temporary files (default: the system's); emptied after use."),
+    ] = None,
+) -> None:
+    """Serve bundles over HTTP (FastAPI): POST a scan, get its mask; API docs at /docs (docs/serve.md)."""
+    from medseg.apps.cli.bundles import serve_command
+
+    serve_command(models, host, port, api_keys, no_auth, max_upload_mb, max_queue, workers, timeout_s, temp_dir)
 
 
 @app.command(name="find-best", cls=FlagCommand)
@@ -419,6 +558,32 @@ def demo(
     from medseg.apps.cli.views import demo_command
 
     demo_command(out, epochs, device)
+
+
+@app.command(cls=FlagCommand)
+def gui(
+    path: Annotated[
+        Optional[Path],  # noqa: UP045 (typer needs Optional)
+        typer.Argument(help="A scan to open (file or DICOM series folder)."),
+    ] = None,
+    model: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Run folder to segment with (a run, a cross-validation or a find-best folder)."),
+    ] = None,
+) -> None:
+    """Open the desktop application: look at a scan, segment it, correct the mask and save it."""
+    try:
+        from medseg.apps.gui.app import run
+    except ModuleNotFoundError as exc:
+        raise MedsegError(
+            f"the desktop application needs PySide6 and scikit-image ({exc}): install with pip install 'medseg[gui]'"
+        ) from exc
+    except ImportError as exc:  # installed, but a system library Qt loads is missing
+        raise MedsegError(
+            f"PySide6 cannot load ({exc}): install Qt's system libraries, e.g. apt-get install libegl1 libgl1 "
+            "libxkbcommon0 libfontconfig1 libdbus-1-3"
+        ) from exc
+    raise typer.Exit(run(path, model))
 
 
 def main() -> None:

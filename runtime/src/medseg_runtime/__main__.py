@@ -1,0 +1,3 @@
+from medseg_runtime.cli import main
+
+main()
