@@ -77,8 +77,9 @@ Progress = Callable[[], None] | None
 
 @dataclass(frozen=True)
 class TrustOptions:
-    """What ``medseg trust`` does: the samples, whether a temperature is fitted, the flag threshold (None: the
-    10th percentile of the held-out Dice), voxels sampled per case for calibration."""
+    """What ``medseg trust`` does: the samples, whether a temperature is fitted, the flag threshold on the
+    predicted Dice (None: the 10th percentile of the held-out cases' leave-one-out predictions, so that about
+    one case in ten like them is flagged), voxels sampled per case for calibration (the same in both passes)."""
 
     uncertainty: UncertaintyOptions = field(default_factory=UncertaintyOptions)
     temperature: bool = True
@@ -171,14 +172,14 @@ def assess_trust(
     folder, options = Path(folder), options or TrustOptions()
     pairs = _held_out(folder, options.device)
     labels = pairs[0][1].plans.data.labels
-    rng = np.random.default_rng(options.seed)
     references = {case.case_id: _reference(case, labels) for _, _, case in pairs}
     temperature, before = 1.0, None
     if options.temperature:
         samples = []
         tick = progress("calibrate", len(pairs)) if progress else None
-        for _, predictor, case in pairs:
+        for i, (_, predictor, case) in enumerate(pairs):
             result, _ = _estimate(predictor, case, options.uncertainty)
+            rng = np.random.default_rng([options.seed, i])  # the same voxels in both passes
             samples.append(_calibration_voxels(result, references[case.case_id], labels, options.voxels_per_case, rng))
             if tick:
                 tick()
@@ -189,9 +190,10 @@ def assess_trust(
     maps_dir = make_dirs(folder / TRUST_DIR)
     rows, after_samples = [], []
     tick = progress("uncertainty", len(pairs)) if progress else None
-    for _, predictor, case in pairs:
+    for i, (_, predictor, case) in enumerate(pairs):
         result, geometry = _estimate(predictor, case, uncertainty)
         reference = references[case.case_id]
+        rng = np.random.default_rng([options.seed, i])
         after_samples.append(_calibration_voxels(result, reference, labels, options.voxels_per_case, rng))
         source = case.channels[0]
         written = write_image(uncertainty_map_path(source, maps_dir), result.maps.entropy, geometry, source)
@@ -230,6 +232,8 @@ def _finish(
     true = [r["dice"] for r in rows]
     model = fit_failure_model(scores, true, threshold=options.threshold)
     predicted = leave_one_out(scores, true) if len(rows) > 4 else [model.predict(s) for s in scores]
+    if options.threshold is None:  # flag what the held-out cases' lowest 10 % of predictions would be
+        model = replace(model, threshold=float(np.percentile(predicted, 10)))
     for row, value in zip(rows, predicted, strict=True):
         row["predicted_dice"] = value
         row["flagged"] = value < model.threshold

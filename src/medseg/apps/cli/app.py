@@ -426,7 +426,9 @@ def trust(
     flag_below: Annotated[
         Optional[float],  # noqa: UP045
         typer.Option(
-            min=0.0, max=1.0, help="Flag cases predicted below this Dice (default: the held-out 10th percentile)."
+            min=0.0,
+            max=1.0,
+            help="Flag cases predicted below this Dice (default: the lowest 10 % of the held-out predictions).",
         ),
     ] = None,
 ) -> None:
