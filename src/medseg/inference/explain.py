@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from medseg.errors import ConfigError
 from medseg.inference.predictor import Predictor
-from medseg.inference.sliding_window import gaussian_importance_map, window_starts
+from medseg.inference.sliding_window import gaussian_importance_map, pad_to_patch, window_starts
 from medseg.io.geometry import Geometry
 from medseg.preprocessing.checks import check_scan
 from medseg.preprocessing.forward import preprocess_image
@@ -180,10 +180,8 @@ def explain_array(
         raise ConfigError("explanations of the 2d configuration of 3D data are not supported; use a 3D run")
     check_scan(image, geometry, plans.data)
     array, props = preprocess_image(image, geometry, plans.data)
-    tensor = torch.from_numpy(array)
     patch = tuple(plans.patch_size)
-    pads = [max(p - n, 0) for n, p in zip(tensor.shape[1:], patch, strict=True)]
-    tensor = F.pad(tensor, [v for p in reversed(pads) for v in (p // 2, p - p // 2)])
+    tensor, before = pad_to_patch(torch.from_numpy(array), patch)
     module = _module(model, layer or default_layer(model, patch, tensor.shape[0]))
     weight = gaussian_importance_map(patch)
     total, weight_sum = torch.zeros(tensor.shape[1:]), torch.zeros(tensor.shape[1:])
@@ -201,7 +199,7 @@ def explain_array(
         total[box] += heat * weight
         weight_sum[box] += weight
     heat = total / weight_sum
-    crop = tuple(slice(p // 2, p // 2 + n) for p, n in zip(pads, array.shape[1:], strict=True))
+    crop = tuple(slice(b, b + n) for b, n in zip(before, array.shape[1:], strict=True))
     heat = heat[crop]
     back = np.clip(map_to_original(heat, props), 0.0, None)  # linear interpolation can undershoot 0 by rounding
     peak = float(back.max())

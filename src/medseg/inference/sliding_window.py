@@ -41,6 +41,7 @@ from medseg.inference.tta import mirror_axes_combinations, mirrored
 __all__ = [
     "SlidingWindowConfig",
     "gaussian_importance_map",
+    "pad_to_patch",
     "sliding_window_labels",
     "sliding_window_logits",
     "window_starts",
@@ -143,7 +144,7 @@ def _check_image(image: Tensor, config: SlidingWindowConfig) -> None:
         )
 
 
-def _pad_to_patch(image: Tensor, patch_size: Sequence[int]) -> tuple[Tensor, list[int]]:
+def pad_to_patch(image: Tensor, patch_size: Sequence[int]) -> tuple[Tensor, list[int]]:
     """Zero-pad ``(C, *spatial)`` symmetrically to at least the patch size; return it and the front pads."""
     before = [max(p - n, 0) // 2 for n, p in zip(image.shape[1:], patch_size, strict=True)]
     after = [max(p - n, 0) - b for n, p, b in zip(image.shape[1:], patch_size, before, strict=True)]
@@ -198,7 +199,7 @@ def sliding_window_logits(
     ``progress(done, total)`` is called after each batch of windows.
     """
     _check_image(image, config)
-    padded, before = _pad_to_patch(image, config.patch_size)
+    padded, before = pad_to_patch(image, config.patch_size)
     weight = _importance(padded, config)
     weight_sum = torch.zeros(padded.shape[1:], device=image.device)
     total: Tensor | None = None
@@ -283,7 +284,7 @@ def sliding_window_labels(
         raise ValueError(f"activation {activation!r} is unknown; use 'softmax' or 'sigmoid'")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold {threshold} must be in (0, 1); 0.5 is the usual choice")
-    padded, before = _pad_to_patch(image, config.patch_size)
+    padded, before = pad_to_patch(image, config.patch_size)
     cutoff = math.log(threshold / (1 - threshold))
     finalise = _Finaliser(activation, cutoff, before, tuple(image.shape[1:]))
     weight = _importance(padded, config)

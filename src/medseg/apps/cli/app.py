@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from medseg import MedsegError
+from medseg.apps.cli import deploy_commands, plan_commands, trust_commands
 from medseg.apps.cli.flags import FlagCommand, FlagGroup
 from medseg.apps.cli.options import (
     BatchDiceOption,
@@ -228,89 +229,8 @@ def models() -> None:
     Console().print(table)
 
 
-@app.command(cls=FlagCommand)
-def plan(
-    dataset: Annotated[Path, typer.Argument(help="Dataset folder (any layout `medseg check` reads).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")],
-    fold: FoldOption = "0",
-    folds: FoldsOption = "5",
-    seed: Annotated[int, typer.Option(help="Seed of weights, split and data sampling.")] = 0,
-    device: Annotated[str, typer.Option(help="Plan for this device: auto, cpu or cuda.")] = "auto",
-    epochs: Annotated[int, typer.Option(min=0, help="Epochs (0: the device's default).")] = 0,
-    time_budget: TimeBudgetOption = "",
-    budget_plan: BudgetPlanOption = True,
-    weight_decay: WeightDecayOption = None,
-    dropout: DropoutOption = None,
-    class_weights: ClassWeightsOption = "",
-    batch_dice: BatchDiceOption = None,
-    model: ModelOption = "unet",
-    encoder_weights: EncoderWeightsOption = "",
-    frozen_stages: FrozenStagesOption = 0,
-    loss: LossOption = "",
-    fusion: FusionOption = "early",
-    resample_channels: ResampleChannelsOption = False,
-    normalization: NormalizationOption = "auto",
-    configuration: ConfigurationOption = "native",
-) -> None:
-    """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`); with
-    --folds all also RUN/splits.json (edit it too)."""
-    from rich.console import Console
-
-    import medseg
-    from medseg.apps.cli.views import TrainingView
-
-    k, n_folds, all_folds = parse_folds(fold, folds)
-    options = medseg.TrainOptions(
-        fold=k,
-        folds=n_folds,
-        all_folds=all_folds,
-        seed=seed,
-        device=device,
-        epochs=epochs,
-        time_budget_s=parse_duration(time_budget),
-        budget_plan=budget_plan,
-        weight_decay=weight_decay,
-        dropout=dropout,
-        class_weights=parse_numbers("--class-weights", class_weights),
-        batch_dice=batch_dice,
-        model=model,
-        encoder_weights=encoder_weights,
-        frozen_stages=frozen_stages,
-        loss=loss,
-        fusion=fusion,
-        resample_channels=resample_channels,
-        normalization=normalization,
-        configuration=configuration,
-    )
-    planner = medseg.plan_crossval if all_folds else medseg.plan
-    with TrainingView() as view:
-        plans = planner(dataset, out, options, medseg.Callbacks(on_step=view.step))
-    t = plans.train
-    console = Console()
-    if plans.budget is not None:
-        from medseg.apps.cli.views import budget_table
-
-        console.print(budget_table(plans.budget))
-    console.print(
-        f"plans: {medseg.RunDir(out).plans_path}\n  target spacing {plans.data.target_spacing}, "
-        f"patch {plans.patch_size}, batch {t.batch_size}, model {plans.model.name}, loss {t.loss}, "
-        f"{t.optimizer} lr {t.learning_rate}"
-    )
-
-
-@app.command(cls=FlagCommand)
-def preprocess(
-    run: Annotated[Path, typer.Argument(help="Run folder written by `medseg plan`.")],
-) -> None:
-    """Crop, resample and normalise every case of a planned run into RUN/preprocessed (the cache training uses)."""
-    from rich.console import Console
-
-    import medseg
-    from medseg.apps.cli.views import TrainingView
-
-    with TrainingView() as view:
-        cases = medseg.preprocess(run, medseg.Callbacks(on_step=view.step))
-    Console().print(f"{len(cases)} cases preprocessed into {medseg.RunDir(run).preprocessed}")
+app.command(name="plan", cls=FlagCommand)(plan_commands.plan)
+app.command(name="preprocess", cls=FlagCommand)(plan_commands.preprocess)
 
 
 @app.command(cls=FlagCommand)
@@ -414,106 +334,12 @@ def predict(
     predict_command(run, inputs, output, device, options, distributed=distributed)
 
 
-@app.command(cls=FlagCommand)
-def trust(
-    run: Annotated[Path, typer.Argument(help="A run folder or a cross-validation folder (its out-of-fold cases).")],
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Every mirroring of the input is a sample.")] = True,
-    mc_dropout: Annotated[int, typer.Option(min=0, help="Monte-Carlo dropout passes (networks with dropout).")] = 0,
-    temperature: Annotated[
-        bool, typer.Option("--temperature/--no-temperature", help="Fit temperature scaling (labels do not change).")
-    ] = True,
-    flag_below: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Flag cases predicted below this Dice (default: the lowest 10 % of the held-out predictions).",
-        ),
-    ] = None,
-) -> None:
-    """Fit a per-case failure flag and temperature scaling on the held-out cases; measure how well they work
-    (trust.json, the report's trust sections); `medseg predict --uncertainty` then flags new cases."""
-    import medseg
-    from medseg.apps.cli.trust_views import trust_command
-
-    samples = medseg.UncertaintyOptions(tta=tta, dropout_samples=mc_dropout)
-    target = str(medseg.resolve_device(device))
-    options = medseg.TrustOptions(samples, temperature=temperature, threshold=flag_below, device=target)
-    trust_command(run, options)
-
-
-@app.command(cls=FlagCommand)
-def explain(
-    run: Annotated[Path, typer.Argument(help="A run folder (one network).")],
-    scan: Annotated[Path, typer.Argument(help="A scan: a file or a DICOM series folder.")],
-    class_name: Annotated[str, typer.Option("--class", help="The class (structure) to explain, by name.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the map and the overlay PNG.")] = Path("."),
-    method: Annotated[
-        str, typer.Option(help="hirescam (default), gradcam, or occlusion (gradient-free).")
-    ] = "hirescam",
-    layer: Annotated[
-        str, typer.Option(help="Module name of the layer for (Hi)Res/Grad-CAM (default: 1/4 resolution).")
-    ] = "",
-) -> None:
-    """Where the network looked to predict a class: a map in the scan's geometry and an overlay image."""
-    from medseg.apps.cli.trust_views import explain_command
-
-    explain_command(run, scan, class_name, out, method, layer)
-
-
-@app.command(name="export", cls=FlagCommand)
-def export(
-    run: Annotated[
-        Path, typer.Argument(help="What `medseg predict` accepts: a run, a cross-validation or a find-best folder.")
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The bundle file to write (MODEL.medseg).")],
-    format: Annotated[str, typer.Option("--format", help="onnx (the torch-free runtime) or torchscript.")] = "onnx",
-    int8: Annotated[
-        bool, typer.Option("--int8", help="INT8 static quantisation (onnx), calibrated on training cases.")
-    ] = False,
-    calibration_cases: Annotated[int, typer.Option(min=1, help="Training cases for --int8 calibration.")] = 8,
-    precision: Annotated[
-        str, typer.Option(help="float32, int8 or fp16 (fp16: CUDA/TensorRT providers only).")
-    ] = "float32",
-    parity_cases: Annotated[int, typer.Option(min=1, help="Held-out cases the parity check runs on.")] = 2,
-    tta: Annotated[
-        Optional[bool],  # noqa: UP045
-        typer.Option("--tta/--no-tta", help="Mirroring test-time augmentation in the bundle (default: as planned)."),
-    ] = None,
-) -> None:
-    """Write a run as one bundle file: networks, preprocessing, window, TTA, post-processing, model card and
-    checksums; written only if it agrees with the eager model (parity)."""
-    from medseg.apps.cli.bundles import export_command
-
-    export_command(run, out, format, "int8" if int8 else precision, calibration_cases, parity_cases, tta)
-
-
-@app.command(cls=FlagCommand)
-def serve(
-    models: Annotated[list[Path], typer.Argument(help="Bundles to serve (MODEL.medseg); each is named by its file.")],
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
-    api_keys: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option("--api-keys", help="File of API keys, one a line (also: MEDSEG_API_KEYS, comma-separated)."),
-    ] = None,
-    no_auth: Annotated[
-        bool, typer.Option("--no-auth", help="Serve without API keys (local use only; refused otherwise).")
-    ] = False,
-    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest upload accepted (413 beyond).")] = 512.0,
-    max_queue: Annotated[int, typer.Option(min=0, help="Requests that may wait for a worker (429 beyond).")] = 4,
-    workers: Annotated[int, typer.Option(min=1, help="Predictions running at once.")] = 1,
-    timeout_s: Annotated[float, typer.Option(min=0.001, help="Seconds a request may take (504 beyond).")] = 600.0,
-    temp_dir: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="Folder for each request's temporary files (default: the system's); emptied after use."),
-    ] = None,
-) -> None:
-    """Serve bundles over HTTP (FastAPI): POST a scan, get its mask; API docs at /docs (docs/serve.md)."""
-    from medseg.apps.cli.bundles import serve_command
-
-    serve_command(models, host, port, api_keys, no_auth, max_upload_mb, max_queue, workers, timeout_s, temp_dir)
+# commands defined beside this module (plan_commands, trust_commands, deploy_commands), registered here in the
+# order `medseg --help` lists them
+app.command(name="trust", cls=FlagCommand)(trust_commands.trust)
+app.command(name="explain", cls=FlagCommand)(trust_commands.explain)
+app.command(name="export", cls=FlagCommand)(deploy_commands.export)
+app.command(name="serve", cls=FlagCommand)(deploy_commands.serve)
 
 
 @app.command(name="find-best", cls=FlagCommand)
@@ -562,30 +388,7 @@ def demo(
     demo_command(out, epochs, device)
 
 
-@app.command(cls=FlagCommand)
-def gui(
-    path: Annotated[
-        Optional[Path],  # noqa: UP045 (typer needs Optional)
-        typer.Argument(help="A scan to open (file or DICOM series folder)."),
-    ] = None,
-    model: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="Run folder to segment with (a run, a cross-validation or a find-best folder)."),
-    ] = None,
-) -> None:
-    """Open the desktop application: look at a scan, segment it, correct the mask and save it."""
-    try:
-        from medseg.apps.gui.app import run
-    except ModuleNotFoundError as exc:
-        raise MedsegError(
-            f"the desktop application needs PySide6 and scikit-image ({exc}): install with pip install 'medseg[gui]'"
-        ) from exc
-    except ImportError as exc:  # installed, but a system library Qt loads is missing
-        raise MedsegError(
-            f"PySide6 cannot load ({exc}): install Qt's system libraries, e.g. apt-get install libegl1 libgl1 "
-            "libxkbcommon0 libfontconfig1 libdbus-1-3"
-        ) from exc
-    raise typer.Exit(run(path, model))
+app.command(name="gui", cls=FlagCommand)(deploy_commands.gui)
 
 
 def main() -> None:
