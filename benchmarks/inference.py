@@ -7,7 +7,7 @@
    bundle (reading excluded, all as planned: TTA, post-processing); Dice against the reference labels and
    against the eager labels.
 2. A 512² 2D slice (synthetic, a short 2D run trained here): seconds per slice, the same three, with the
-   planned TTA and without it.
+   planned TTA and without it; then a half-width U-Net (8→128 features) planned with one 512² window.
 3. Peak RSS of ``medseg-runtime predict`` on a synthetic 512×512×300 int16 CT (a tiny 3D run's bundle, TTA
    off: the memory is the volume's, not the network's), from ``getrusage(RUSAGE_CHILDREN)``.
 
@@ -94,6 +94,9 @@ def compare(
     return {m: {k: (statistics.mean(v) if v else float("nan")) for k, v in r.items()} for m, r in rows.items()}
 
 
+NARROW = (8, 16, 32, 64, 128, 128, 128, 128)
+
+
 def hippocampus_cases(run: Path, count: int) -> list[tuple[np.ndarray, Geometry, np.ndarray | None]]:
     record = RunDir(run).load_record()
     spec = load_dataset(record.root).labels
@@ -106,16 +109,28 @@ def hippocampus_cases(run: Path, count: int) -> list[tuple[np.ndarray, Geometry,
     return out
 
 
-def short_run(root: Path, spec: SyntheticSpec, options: TrainOptions, features: tuple[int, ...] | None) -> Path:
-    """A synthetic dataset and a short run on it (optionally narrowed to ``features``)."""
-    data = write_dataset(root / "data", spec, n_cases=6, seed=0, layout="msd", n_test=0)
-    if features is not None:
+def short_run(
+    root: Path,
+    spec: SyntheticSpec,
+    options: TrainOptions,
+    features: tuple[int, ...] | None,
+    patch: tuple[int, ...] | None = None,
+    name: str = "run",
+) -> Path:
+    """A synthetic dataset and a short run on it (optionally narrowed to ``features``, with another ``patch``)."""
+    data = root / "data"
+    if not data.exists():
+        write_dataset(data, spec, n_cases=6, seed=0, layout="msd", n_test=0)
+    if features is not None or patch is not None:
         from medseg.config.plans import save_plans
 
-        plans = plan_run(data, root / "run", options)
-        model = replace(plans.model, features=features[: len(plans.model.features)])
-        save_plans(replace(plans, model=model), root / "run" / "plans.json")
-    return train_run(data, root / "run", options)
+        plans = plan_run(data, root / name, options)
+        if features is not None:
+            plans = replace(plans, model=replace(plans.model, features=features[: len(plans.model.features)]))
+        if patch is not None:
+            plans = replace(plans, patch_size=patch)
+        save_plans(plans, root / name / "plans.json")
+    return train_run(data, root / name, options)
 
 
 def peak_rss_ct(out: Path, shape: tuple[int, ...]) -> tuple[float, float, str]:
@@ -176,6 +191,11 @@ def main() -> None:
         result = compare(run2d, slices, args.out, tta)
         title = f"{args.slice_size}² slice, TTA {'as planned' if tta is None else 'off'}"
         print(table(title, result, "s / slice"), flush=True)
+    # the same data with a half-width U-Net (8 -> 128) whose one window covers the whole slice
+    whole = (args.slice_size, args.slice_size)
+    narrow = short_run(args.out / "2d", SyntheticSpec(ndim=2, shape=size), options, NARROW, whole, "narrow")
+    result = compare(narrow, slices, args.out, False)
+    print(table(f"{args.slice_size}² slice, U-Net 8→128, one {whole[0]}² window", result, "s / slice"), flush=True)
     rss, seconds, spacing = peak_rss_ct(args.out, tuple(args.ct_shape))
     shape = tuple(args.ct_shape)
     floats = np.prod(shape) * 4 * 4 / 1e9

@@ -50,6 +50,7 @@ _API: dict[str, str] = {
     "Plans": "medseg.config.plans",
     "load_plans": "medseg.config.plans",
     "save_plans": "medseg.config.plans",
+    "SemiSupervisedConfig": "medseg.config.semi_supervised",
     "RunDir": "medseg.run",
     "MODELS": "medseg.models.registry",
     "LOSSES": "medseg.losses.registry",
@@ -113,8 +114,22 @@ _API: dict[str, str] = {
     "structure_surfaces": "medseg.evaluation.meshes",
     "write_stl": "medseg.evaluation.meshes",
     "write_obj": "medseg.evaluation.meshes",
+    # self-supervised pre-training of an encoder on unlabelled scans (docs/pretraining.md)
+    "PretrainOptions": "medseg.pretraining.loop",
+    "PretrainCallbacks": "medseg.pretraining.loop",
+    "PretrainEpoch": "medseg.pretraining.loop",
+    "PretrainDir": "medseg.pretraining.folder",
+    "pretrain": "medseg.pretraining.loop",
     "run_demo": "medseg.demo",
     "DemoResult": "medseg.demo",
+    # federated training on Flower: sites train locally and send only weights (docs/federated.md)
+    "FederatedOptions": "medseg.federated.options",
+    "SiteConfig": "medseg.federated.options",
+    "TlsFiles": "medseg.federated.options",
+    "FederationResult": "medseg.federated.federation",
+    "simulate_federation": "medseg.federated.federation",
+    "run_federation_server": "medseg.federated.federation",
+    "run_federation_site": "medseg.federated.federation",
     # synthetic data (tests, the demo, trying medseg without data)
     "SyntheticSpec": "medseg.synthetic",
     "make_cases": "medseg.synthetic",
@@ -128,6 +143,9 @@ _ALIASES: dict[str, str] = {
     "train": "train_run",
     "evaluate": "evaluate_folders",
     "EXPLAIN_METHODS": "METHODS",
+    "simulate_federation": "simulate",
+    "run_federation_server": "run_server",
+    "run_federation_site": "run_site",
 }
 
 __all__ = ["__version__", *sorted(_API)]

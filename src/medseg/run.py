@@ -5,6 +5,7 @@ A run folder describes itself; prediction needs nothing else::
     plans.json          every decision (spacing, normalisation, patch, network, optimiser)
     dataset.json        where the data came from and which cases are in which split (:class:`RunRecord`)
     preprocessed/       the preprocessing cache (safe to delete)
+      unlabeled/        the unlabelled scans of a semi-supervised run (``--unlabeled``)
     checkpoint_last.pt  checkpoint_best.pt  log.jsonl
     validation/         held-out predictions in the scans' own format and geometry
     metrics.json  metrics.csv  report.html
@@ -105,6 +106,11 @@ class RunDir:
             if cache:
                 return (self.path / cache).resolve()
         return self.path / "preprocessed"
+
+    @property
+    def preprocessed_unlabeled(self) -> Path:
+        """The preprocessed unlabelled scans of a semi-supervised run (their ids may repeat labelled ones)."""
+        return self.preprocessed / "unlabeled"
 
     @property
     def log(self) -> Path:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from medseg.config.plans import Plans
+from medseg.config.semi_supervised import SemiSupervisedConfig
 from medseg.datasets.check import check_dataset
 from medseg.datasets.dataset import load_dataset
 from medseg.datasets.records import Case, Dataset
@@ -37,6 +38,7 @@ from medseg.splits import split_cases
 from medseg.training.loop import EpochResult, TrainCallbacks, fit
 from medseg.training.speed import plan_for_budget
 from medseg.training.tensorboard import TensorBoardLog, require_tensorboard
+from medseg.training.unlabeled import find_unlabeled, preprocess_unlabeled
 
 __all__ = [
     "Callbacks",
@@ -94,6 +96,7 @@ class TrainOptions:
     budget_plan: bool = True  # with a time budget: choose patch, batch and spacing by timing candidates
     normalization: str = "auto"  # intensity normalisation by name (medseg.config.windows), e.g. window:lung
     configuration: str = "native"  # "2d": a 2D network on the slices of 3D data (nnU-Net's 2d); "3d": native
+    unlabeled: str = ""  # a folder of unlabelled scans: Mean Teacher semi-supervised training ("": supervised)
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,9 @@ def _plan(dataset: Dataset, options: TrainOptions, device: torch.device, advance
         params = replace(plans.train.loss_params, class_weights=options.class_weights)
         params.check_classes(plans.data.labels.n_outputs)
         changes["loss_params"] = params
+    if options.unlabeled:  # a plan field: stored absolute, so that a resumed run finds the same folder
+        unlabeled = str(Path(options.unlabeled).expanduser().absolute())
+        changes["semi_supervised"] = SemiSupervisedConfig(unlabeled=unlabeled, batch_size=plans.train.batch_size)
     train = replace(
         plans.train,
         seed=options.seed,
@@ -197,7 +203,10 @@ def checked_plans(
     checking = cb.step("check", len(dataset.cases) + len(dataset.test_cases))
     require_clean(dataset, checking, resample_channels=options.resample_channels)
     device = resolve_device(options.device)
-    return dataset, _plan(dataset, options, device, cb.step("fingerprint", len(dataset.labelled_cases)))
+    plans = _plan(dataset, options, device, cb.step("fingerprint", len(dataset.labelled_cases)))
+    if plans.train.semi_supervised is not None:  # the unlabelled folder checked before anything is written
+        find_unlabeled(Path(plans.train.semi_supervised.unlabeled), plans.data)
+    return dataset, plans
 
 
 def plan_run(dataset_root: Path, run_dir: Path, options: TrainOptions, callbacks: Callbacks | None = None) -> Plans:
@@ -284,11 +293,16 @@ def _train(
             raise DataError(run.path, "nothing to resume: no plans.json in the run folder")
         dist.main_first(lambda: plan_run(dataset_root, run.path, options, cb))
     plans, record = run.load_plans(), run.load_record()
+    _require_same_unlabeled(run, plans, options)
     dataset = load_dataset(record.root)  # one dataset scan for preprocessing and evaluation
     ids = [*record.train, *record.validation]
     dist.main_first(lambda: preprocess_cases(run, plans, dataset, ids, cb))
     loaded = preprocess_cases(run, plans, dataset, ids, None)  # the cache is complete: loads only
     train = [loaded[i] for i in record.train]
+    by_id = {c.case_id: c for c in dataset.labelled_cases}
+    held_out = [path for i in record.validation for path in by_id[i].channels]  # never among the unlabelled
+    dist.main_first(lambda: preprocess_unlabeled(run, plans, held_out, cb.step))  # [] if supervised
+    unlabeled = preprocess_unlabeled(run, plans, held_out)  # the cache is complete: loads only
     tensorboard = options.tensorboard and dist.is_main
     with TensorBoardLog(run.path) if tensorboard else nullcontext() as board:
         fit(
@@ -300,14 +314,29 @@ def _train(
             resume=started,
             callbacks=cb.training(*([board] if board is not None else [])),
             dist=dist,
+            unlabeled=unlabeled,
         )
-    by_id = {c.case_id: c for c in dataset.labelled_cases}
     cases = [by_id[i] for i in record.validation]
     probabilities = save_probabilities
     dist.main_first(
         lambda: evaluate_run(run.path, cases, device=device, callbacks=cb, save_probabilities=probabilities)
     )
     return run.path
+
+
+def _require_same_unlabeled(run: RunDir, plans: Plans, options: TrainOptions) -> None:
+    """``--unlabeled`` is a plan field: given for a run planned already, it must be the plans' folder."""
+    if not options.unlabeled:
+        return
+    wanted = str(Path(options.unlabeled).expanduser().absolute())
+    semi = plans.train.semi_supervised
+    if semi is None or semi.unlabeled != wanted:
+        planned = f"plans {semi.unlabeled}" if semi is not None else "it was planned without --unlabeled"
+        raise DataError(
+            run.plans_path,
+            f"--unlabeled {wanted} differs from the run's plans ({planned})",
+            "set train.semi_supervised in plans.json, leave out --unlabeled, or train a new run folder",
+        )
 
 
 def evaluate_run(

@@ -15,6 +15,7 @@ COMMANDS = [
     "models",
     "plan",
     "preprocess",
+    "pretrain",
     "predict",
     "find-best",
     "evaluate",

@@ -70,8 +70,8 @@ def test_arbitrary_units_take_each_cases_own_percentiles(resnet18_file: Path) ->
 
 
 def test_weights_for_a_model_without_a_pretrained_encoder_name_the_ones_with(resnet18_file: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^model 'unet' has no pretrained encoder .*resnet18-unet, resnet34-unet"):
-        make_plans(fingerprint(("CT",), CT), Budget(model="unet", encoder_weights=str(resnet18_file)))
+    with pytest.raises(ConfigError, match=r"^model 'segresnet' has no pretrained encoder .*resnet18-unet, resnet34"):
+        make_plans(fingerprint(("CT",), CT), Budget(model="segresnet", encoder_weights=str(resnet18_file)))
     with pytest.raises(ConfigError, match=r"^--frozen-stages freezes pretrained layers: give their file"):
         make_plans(fingerprint(("CT",), CT), Budget(model="resnet18-unet", frozen_stages=1))
 

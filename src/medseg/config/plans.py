@@ -21,6 +21,7 @@ from medseg.config.budget import BudgetChoice
 from medseg.config.loss import LossParams
 from medseg.config.migrate import upgrade
 from medseg.config.postprocessing import PostProcessing
+from medseg.config.semi_supervised import SemiSupervisedConfig
 from medseg.errors import ConfigError
 from medseg.fileutil import atomic_write_json
 from medseg.labels import LabelSpec
@@ -106,6 +107,8 @@ class TrainConfig:
     folds: int = 5
     fold: int = 0
     time_budget_s: float = 0.0  # 0 = no budget; otherwise stop cleanly when it is spent
+    # Mean Teacher on a folder of unlabelled scans (medseg.training.mean_teacher); None: supervised only
+    semi_supervised: SemiSupervisedConfig | None = None
 
 
 @dataclass(frozen=True)

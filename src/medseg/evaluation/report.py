@@ -133,7 +133,7 @@ def write_report(
 
     ``metrics`` is the evaluation JSON (``classes``, ``cases``, ``summary``, ``spacing_unit``);
     NaN or null values show as "–" and are left out of plots. ``log_records`` are the training log
-    lines (``epoch``, ``train_loss``, optional ``val_loss`` / ``val_dice``); without them the
+    lines (``epoch``, ``train_loss``, optional ``val_loss`` / ``val_dice`` / ``consistency_loss``); without them the
     training-curve section is omitted.
     """
     path = Path(path)
@@ -305,7 +305,7 @@ def _training_curves(records: Sequence[dict]) -> Figure:
     loss_axes, dice_axes = figure.subplots(1, 2)
     for axes in (loss_axes, dice_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+    for key, label in (("train_loss", "train"), ("val_loss", "validation"), ("consistency_loss", "consistency")):
         epochs, values = _series(records, key)
         if values.size:
             loss_axes.plot(epochs, values, marker=".", label=label)

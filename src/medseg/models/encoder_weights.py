@@ -5,7 +5,9 @@ wrapping the state dict under ``"state_dict"`` or ``"model"`` is unwrapped) or a
 Keys lose a leading ``module.`` (DataParallel), ``encoder.`` or ``backbone.`` and the classifier's keys
 (``fc.*``) are dropped, so torchvision's and timm's ImageNet ResNets load as published. Whatever does not
 fit the encoder (a missing or unexpected key, a shape, 2D weights for a 3D network) is one
-:class:`~medseg.errors.ConfigError` naming the file and the first problem. The first convolution is
+:class:`~medseg.errors.ConfigError` naming the file and the first problem. Files written by ``medseg
+pretrain`` carry a small ``medseg_pretrain`` entry beside ``state_dict`` (:func:`pretrain_metadata`): their
+encoder learnt on the plans' own normalisation, not ImageNet's. The first convolution is
 adapted to the input channels as timm's ``adapt_input_conv``: summed over its input channels for one
 channel, repeated and scaled by ``3 / C`` for ``C`` channels.
 
@@ -36,6 +38,7 @@ __all__ = [
     "check_encoder_weights",
     "fit_state_dict",
     "load_encoder_weights",
+    "pretrain_metadata",
     "read_state_dict",
     "sha256_of",
 ]
@@ -46,6 +49,7 @@ SUFFIXES = (".pth", ".pt", ".safetensors")
 PREFIXES = ("module.", "encoder.", "backbone.")
 IGNORED = ("fc.",)  # the ImageNet classifier
 INPUT_CONV = "conv1.weight"
+PRETRAIN_KEY = "medseg_pretrain"  # the metadata entry of a file written by `medseg pretrain`
 
 
 def sha256_of(path: Path) -> str:
@@ -84,6 +88,20 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()):
         raise ConfigError(f"{path}: holds no state dict (a mapping of parameter names to tensors)")
     return data
+
+
+def pretrain_metadata(path: Path) -> dict[str, Any] | None:
+    """The ``medseg_pretrain`` metadata of a weights file written by ``medseg pretrain`` (method, model,
+    plans fingerprint), or None for any other file (ImageNet weights, a ``.safetensors`` file)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".pth", ".pt") or not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # unreadable: read_state_dict names the problem
+        return None
+    meta = data.get(PRETRAIN_KEY) if isinstance(data, dict) else None
+    return meta if isinstance(meta, dict) else None
 
 
 def _strip(key: str) -> str:
@@ -127,7 +145,9 @@ def fit_state_dict(state: dict[str, Tensor], encoder: nn.Module, path: Path) -> 
         if key.startswith(IGNORED):
             continue
         if key not in want:
-            raise ConfigError(f"{path}: unexpected key {raw!r}; the encoder has no such tensor (is it a ResNet?)")
+            raise ConfigError(
+                f"{path}: unexpected key {raw!r}; the encoder has no such tensor (weights of another network?)"
+            )
         fitted[key] = tensor
     missing = [k for k in want if k not in fitted and not k.endswith("num_batches_tracked")]
     if missing:
@@ -151,13 +171,17 @@ def fit_state_dict(state: dict[str, Tensor], encoder: nn.Module, path: Path) -> 
         if got.shape != target.shape:
             raise ConfigError(
                 f"{path}: {key} is {tuple(got.shape)}, the encoder needs {tuple(target.shape)} "
-                "(another ResNet depth or width?)"
+                "(another ResNet depth or width, or pre-trained with other plans?)"
             )
         fitted[key] = got.to(target.dtype)
     return fitted
 
 
 def _encoder(model: nn.Module) -> nn.Module:
+    """``model.encoder``; a slice-wise wrapper (the ``2d`` configuration of 3D data) is looked through."""
+    inner = getattr(model, "net", None)
+    if not hasattr(model, "encoder") and isinstance(inner, nn.Module):
+        model = inner
     encoder = getattr(model, "encoder", None)
     if not isinstance(encoder, nn.Module):
         raise ConfigError(

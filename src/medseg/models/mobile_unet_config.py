@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from medseg.errors import ConfigError
 from medseg.models.unet_config import (
     check_dropout,
+    check_encoder_weights_fields,
     check_unet_fields,
     config_from_dict,
     config_to_dict,
@@ -74,6 +75,8 @@ class MobileUNetConfig:
     convs_per_level: int = 2
     deep_supervision: bool = True
     dropout: float = 0.0
+    encoder_weights: str = ""  # pretrained encoder weights (medseg pretrain) and their SHA-256, as UNetConfig's
+    encoder_weights_sha256: str = ""
     name: str = "mobilenet-unet"
 
     # the registry names this config class serves (see medseg.models.registry and medseg.serial)
@@ -82,6 +85,7 @@ class MobileUNetConfig:
     def __post_init__(self) -> None:
         check_unet_fields(self)
         check_dropout(self)
+        check_encoder_weights_fields(self)
         object.__setattr__(self, "blocks_per_level", _checked_blocks(self))
         if isinstance(self.expansion, bool) or not isinstance(self.expansion, int) or self.expansion < 1:
             raise ConfigError(f"MobileUNetConfig.expansion = {self.expansion!r} must be a positive integer (e.g. 6)")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from medseg.models.unet_config import (
     check_dropout,
+    check_encoder_weights_fields,
     check_unet_fields,
     config_from_dict,
     config_to_dict,
@@ -65,6 +66,8 @@ class ResidualUNetConfig:
     convs_per_level: int = 2
     deep_supervision: bool = True
     dropout: float = 0.0
+    encoder_weights: str = ""  # pretrained encoder weights (medseg pretrain) and their SHA-256, as UNetConfig's
+    encoder_weights_sha256: str = ""
     name: str = "residual-unet"
 
     # the registry names this config class serves (see medseg.models.registry and medseg.serial)
@@ -73,6 +76,7 @@ class ResidualUNetConfig:
     def __post_init__(self) -> None:
         check_unet_fields(self)
         check_dropout(self)
+        check_encoder_weights_fields(self)
         object.__setattr__(self, "blocks_per_level", per_level_ints(self, "blocks_per_level"))
 
     @property

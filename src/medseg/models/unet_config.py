@@ -42,6 +42,7 @@ __all__ = [
     "UNetConfig",
     "UNetTopology",
     "check_dropout",
+    "check_encoder_weights_fields",
     "check_unet_fields",
     "classic_config",
     "config_from_dict",
@@ -135,6 +136,24 @@ def check_dropout(config: Any) -> None:
     object.__setattr__(config, "dropout", float(p))
 
 
+_SHA256_HEX = "0123456789abcdef"
+
+
+def check_encoder_weights_fields(config: Any) -> None:
+    """Check ``config.encoder_weights`` (a weights file for the encoder, e.g. from ``medseg pretrain``; ""
+    none) and ``config.encoder_weights_sha256`` (its SHA-256 as 64 lower-case hex digits, recorded by
+    ``medseg plan --encoder-weights``)."""
+    cls = type(config).__name__
+    name, digest = config.encoder_weights, config.encoder_weights_sha256
+    if not isinstance(name, str) or not isinstance(digest, str):
+        raise ConfigError(f"{cls}.encoder_weights and encoder_weights_sha256 must be strings")
+    if name and (len(digest) != 64 or any(c not in _SHA256_HEX for c in digest)):
+        raise ConfigError(
+            f"{cls}.encoder_weights_sha256 = {digest!r} must be the 64 lower-case hex digits of {name}'s SHA-256 "
+            "(`medseg plan --encoder-weights` records it)"
+        )
+
+
 def count_outputs(levels: int, deep_supervision: bool) -> int:
     """Outputs in training of a ``levels``-level U-Net: full resolution plus each deep-supervision level
     above the two coarsest (nnU-Net's choice), or 1 without deep supervision."""
@@ -210,7 +229,9 @@ class UNetConfig:
     It serves the plain U-Net (``unet``, ``classic-unet``) and the attention U-Net (``attention-unet``), whose
     gates add no setting of their own (intermediate channels = half the skip's, as Oktay et al.).
     ``dropout`` is the probability of channel-wise dropout on the bottleneck features (the encoder's last
-    level, as the 2015 U-Net), active in training only; 0 adds no layer.
+    level, as the 2015 U-Net), active in training only; 0 adds no layer. ``encoder_weights`` is a file of
+    pretrained encoder weights (``medseg pretrain``) loaded at the start of training, ``encoder_weights_sha256``
+    its SHA-256, checked before loading ("": none).
     """
 
     ndim: int
@@ -226,6 +247,8 @@ class UNetConfig:
     convs_per_level: int = 2
     deep_supervision: bool = True
     dropout: float = 0.0
+    encoder_weights: str = ""
+    encoder_weights_sha256: str = ""
     name: str = "unet"
 
     # the registry names this config class serves (see medseg.models.registry and medseg.serial)
@@ -234,6 +257,7 @@ class UNetConfig:
     def __post_init__(self) -> None:
         check_unet_fields(self)
         check_dropout(self)
+        check_encoder_weights_fields(self)
 
     @property
     def n_outputs(self) -> int:

@@ -31,7 +31,7 @@ from medseg.config.windows import parse_normalization
 from medseg.errors import ConfigError
 from medseg.losses.registry import default_loss, loss_entry
 from medseg.models.configs import ModelConfig, ModelInputs
-from medseg.models.encoder_weights import check_encoder_weights
+from medseg.models.encoder_weights import check_encoder_weights, pretrain_metadata
 from medseg.models.fusion import check_fusion
 from medseg.models.registry import MODELS, model_entry
 from medseg.models.unet_config import UNetConfig, plan_unet
@@ -125,9 +125,7 @@ def make_plans(fp: Fingerprint, budget: Budget) -> Plans:
         channel_names=fp.channel_names,
         labels=fp.labels,
         target_spacing=spacing,
-        normalization=_normalization(
-            fp, pretrained=bool(getattr(model, "encoder_weights", "")), asked=budget.normalization
-        ),
+        normalization=_normalization(fp, pretrained=_imagenet_weights(model), asked=budget.normalization),
         crop_to_nonzero=crop,
         file_ending=fp.file_ending,
         resample_channels=budget.resample_channels,
@@ -267,9 +265,19 @@ def _encoder_weights(model: ModelConfig, budget: Budget) -> ModelConfig:
     given = Path(budget.encoder_weights).expanduser()  # errors name the path as the user gave it
     # the config requires a digest with a file; a placeholder until the file has been read and checked
     planned = replace(pretrained, encoder_weights=str(given), encoder_weights_sha256="0" * 64)
-    planned = replace(planned, frozen_stages=budget.frozen_stages)
+    if hasattr(planned, "frozen_stages"):
+        planned = replace(planned, frozen_stages=budget.frozen_stages)
+    elif budget.frozen_stages:
+        raise ConfigError(f"model {model.name!r} has no encoder stages to freeze; drop --frozen-stages")
     sha256 = check_encoder_weights(planned)
     return replace(planned, encoder_weights=str(given.resolve()), encoder_weights_sha256=sha256)
+
+
+def _imagenet_weights(model: ModelConfig) -> bool:
+    """Whether the model loads pretrained weights that expect ImageNet's normalisation: any file except one
+    written by ``medseg pretrain``, whose encoder learnt on the plans' own normalisation (kept as planned)."""
+    name = getattr(model, "encoder_weights", "")
+    return bool(name) and pretrain_metadata(Path(name)) is None
 
 
 # ImageNet's per-channel statistics (RGB), and their means for other channel counts (timm's grey values)

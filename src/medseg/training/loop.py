@@ -10,6 +10,13 @@ The network comes from :data:`medseg.models.registry.MODELS` (``plans.model.name
 multi-modal fusion (``plans.fusion``, :func:`medseg.models.fusion.build_network`), the loss from
 :data:`medseg.losses.registry.LOSSES` (``plans.train.loss``); a loss that needs extra targets gets them from
 the loader in each :class:`~medseg.training.batches.Batch`.
+
+With ``plans.train.semi_supervised`` (Mean Teacher, :mod:`medseg.training.mean_teacher`) each step also
+takes a batch of unlabelled patch pairs (:mod:`medseg.training.unlabeled`): the student's labelled and
+unlabelled patches go through the network in one forward pass, the loss adds the weighted consistency with
+the EMA teacher, and the teacher is updated after every optimiser step. The teacher is validated and is
+``model`` in the checkpoints (so prediction and export use it unchanged); ``checkpoint_last`` also holds the
+student (``student``) and the EMA step count (``ema_step``), so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch
 
 from medseg.config.plans import Plans, TrainConfig
 from medseg.distributed import Dist
+from medseg.errors import DataError
 from medseg.evaluation.metrics import dice
 from medseg.fileutil import atomic_write_text
 from medseg.inference.network import network_for
@@ -39,8 +47,16 @@ from medseg.preprocessing.forward import PreprocessedCase
 from medseg.run import RunDir
 from medseg.training.amp import amp_dtype, measure_cpu_amp
 from medseg.training.batches import Batch, PatchDataset, make_loader
+from medseg.training.mean_teacher import (
+    consistency_weight,
+    ema_decay,
+    make_teacher,
+    mean_teacher_losses,
+    update_teacher,
+)
 from medseg.training.optim import build_optimizer, lr_factor, set_lr
 from medseg.training.speed import example_batch
+from medseg.training.unlabeled import unlabeled_pairs
 
 __all__ = ["EpochResult", "TrainCallbacks", "fit", "validation_dice"]
 
@@ -57,6 +73,9 @@ class EpochResult:
     val_dice_per_class: dict[str, float] | None = None
     data_seconds: float = 0.0  # waiting for batches (sampling + augmentation)
     step_seconds: float = 0.0  # forward, backward, optimiser step
+    # semi-supervised runs: the mean unweighted consistency term, and its weight this epoch
+    consistency_loss: float | None = None
+    consistency_weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +104,13 @@ class _Session:
     dtype: torch.dtype | None
     dist: Dist = field(default_factory=Dist.single)
     trained: torch.nn.Module | None = None  # what the step runs: the model, or its DistributedDataParallel
+    teacher: torch.nn.Module | None = None  # the Mean Teacher (semi-supervised runs), an EMA of ``model``
     state: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "elapsed_s": 0.0, "best_dice": -1.0})
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The network validated and saved as ``model``: the teacher when there is one, else the model."""
+        return self.teacher if self.teacher is not None else self.model
 
 
 def _session(plans: Plans, run: RunDir, device: torch.device, resume: bool, dist: Dist) -> _Session:
@@ -109,6 +134,9 @@ def _session(plans: Plans, run: RunDir, device: torch.device, resume: bool, dist
     optimizer = build_optimizer(list(model.parameters()), cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     session = _Session(plans, run, device, model, optimizer, scaler, loss_fn, extras, dtype, dist, model)
+    if cfg.semi_supervised is not None:
+        session.teacher = make_teacher(model)  # Tarvainen & Valpola: the teacher starts as the student
+        session.state["ema_step"] = 0
     if resume and run.checkpoint("last").exists():
         session.state = _restore(session)
         logger.info("resuming at epoch %d (%.0f s trained so far)", session.state["epoch"], session.state["elapsed_s"])
@@ -142,13 +170,17 @@ def fit(
     resume: bool = False,
     callbacks: TrainCallbacks | None = None,
     dist: Dist | None = None,
+    unlabeled: Sequence[PreprocessedCase] = (),
 ) -> Path:
     """Train ``plans.model`` on ``train_cases`` into ``run_dir``; return the path of the best checkpoint.
+
+    With ``plans.train.semi_supervised`` the ``unlabeled`` cases (preprocessed like ``train_cases``, no
+    label) give the Mean Teacher's consistency term (module docstring); otherwise they must be empty.
 
     With ``dist`` (several processes, :mod:`medseg.distributed`) each process steps on its share of every
     global batch (the same patches a single process would draw), gradients are averaged, and rank 0 alone
     validates, logs, calls ``on_epoch``/``on_iteration`` and writes checkpoints; the time budget is rank 0's
-    clock, so every process stops after the same epoch."""
+    clock, so every process stops at the same step (within an epoch when the budget runs out there)."""
     dist = dist or Dist.single()
     cb, cfg, run = callbacks or TrainCallbacks(), plans.train, RunDir(Path(run_dir))
     if not dist.is_main:
@@ -157,6 +189,7 @@ def fit(
     dataset = PatchDataset(train_cases, plans, session.extras)
     loader = make_loader(dataset, session.state["epoch"], cfg, rank=dist.rank, world=dist.world)
     batches = (Batch.from_dict(b) for b in loader)
+    pairs = unlabeled_pairs(plans, unlabeled, session.state["epoch"], rank=dist.rank, world=dist.world)
     epoch = session.state["epoch"]
     while not _finished(epoch, session.state["elapsed_s"], cfg):
         started = time.perf_counter()
@@ -164,20 +197,24 @@ def fit(
         lr = cfg.learning_rate * lr_factor(progress, epoch, cfg)
         set_lr(session.optimizer, lr)
         getattr(session.loss_fn, "set_progress", lambda _: None)(progress)  # a loss's schedule (boundary ramp)
-        losses, data_s, step_s, stopped = _train_epoch(session, batches, cb)
+        weight = consistency_weight(progress, cfg.semi_supervised) if cfg.semi_supervised is not None else None
+        deadline = started + cfg.time_budget_s - session.state["elapsed_s"] if cfg.time_budget_s > 0 else None
+        steps = _train_epoch(session, batches, cb, pairs, weight or 0.0, deadline)
         epoch += 1
-        last = stopped or _finished(epoch, session.state["elapsed_s"] + time.perf_counter() - started, cfg)
+        last = steps.stopped or steps.out_of_time
+        last = last or _finished(epoch, session.state["elapsed_s"] + time.perf_counter() - started, cfg)
         validate = val_cases and (epoch % cfg.val_every == 0 or last) and dist.is_main
-        val = validation_dice(session.model, val_cases, plans, device) if validate else None
+        val = validation_dice(session.evaluated, val_cases, plans, device) if validate else None
         seconds = dist.broadcast(time.perf_counter() - started)  # rank 0's clock decides when to stop
         session.state["elapsed_s"] += seconds
         mean_val = None if val is None else float(np.nanmean(list(val.values())))
-        loss = dist.mean(float(np.mean(losses)))
-        result = EpochResult(epoch, loss, lr, seconds, mean_val, val, data_s, step_s)
+        loss = dist.mean(float(np.mean(steps.losses)))
+        consistency = dist.mean(float(np.mean(steps.consistency))) if steps.consistency else None
+        result = EpochResult(epoch, loss, lr, seconds, mean_val, val, steps.data_s, steps.step_s, consistency, weight)
         _end_epoch(session, result)
         if cb.on_epoch is not None:
             cb.on_epoch(result)
-        if stopped:
+        if steps.stopped:
             logger.info("training stopped on request after epoch %d", epoch)
             break
     if dist.is_main and not run.checkpoint("best").exists():
@@ -186,27 +223,52 @@ def fit(
     return run.checkpoint("best")
 
 
+@dataclass
+class _Steps:
+    """What one epoch's steps gave: losses, consistency terms, seconds waiting for data and stepping."""
+
+    losses: list[float] = field(default_factory=list)
+    consistency: list[float] = field(default_factory=list)
+    data_s: float = 0.0
+    step_s: float = 0.0
+    stopped: bool = False  # on request (should_stop)
+    out_of_time: bool = False  # the time budget ran out within the epoch
+
+
 def _train_epoch(
-    session: _Session, batches: Iterator[Batch], cb: TrainCallbacks
-) -> tuple[list[float], float, float, bool]:
-    """One epoch of steps: (losses, seconds waiting for data, seconds stepping, stopped on request)."""
+    session: _Session,
+    batches: Iterator[Batch],
+    cb: TrainCallbacks,
+    pairs: Iterator[dict[str, torch.Tensor]] | None = None,
+    weight: float = 0.0,
+    deadline: float | None = None,
+) -> _Steps:
+    """One epoch of steps (with ``pairs``, each also on a batch of unlabelled pairs, at consistency ``weight``);
+    it ends early when ``time.perf_counter()`` passes ``deadline`` (the time budget: rank 0's clock decides)."""
     cfg = session.plans.train
     session.model.train()
     asked = cb.should_stop is not None
-    losses: list[float] = []
-    data_s = step_s = 0.0
+    steps = _Steps()
     for it in range(cfg.iterations_per_epoch):
         t0 = time.perf_counter()
         batch = next(batches).to(session.device)
+        pair = {k: v.to(session.device) for k, v in next(pairs).items()} if pairs is not None else None
         t1 = time.perf_counter()
-        losses.append(_step(session, batch, cfg.grad_clip))
-        data_s += t1 - t0
-        step_s += time.perf_counter() - t1
+        loss, consistency = _step(session, batch, cfg.grad_clip, pair, weight)
+        steps.losses.append(loss)
+        if consistency is not None:
+            steps.consistency.append(consistency)
+        steps.data_s += t1 - t0
+        steps.step_s += time.perf_counter() - t1
         if cb.on_iteration is not None:
-            cb.on_iteration(it + 1, cfg.iterations_per_epoch, float(np.mean(losses)))
+            cb.on_iteration(it + 1, cfg.iterations_per_epoch, float(np.mean(steps.losses)))
         if asked and session.dist.any(bool(cb.should_stop())):  # type: ignore[misc]
-            return losses, data_s, step_s, True
-    return losses, data_s, step_s, False
+            steps.stopped = True
+            break
+        if deadline is not None and session.dist.any(session.dist.is_main and time.perf_counter() >= deadline):
+            steps.out_of_time = it + 1 < cfg.iterations_per_epoch  # a full epoch is just the end of the budget
+            break
+    return steps
 
 
 def _finished(epoch: int, elapsed_s: float, cfg: TrainConfig) -> bool:
@@ -215,19 +277,36 @@ def _finished(epoch: int, elapsed_s: float, cfg: TrainConfig) -> bool:
     return epoch >= cfg.epochs
 
 
-def _step(session: _Session, batch: Batch, clip: float) -> float:
+def _step(
+    session: _Session, batch: Batch, clip: float, pair: dict[str, torch.Tensor] | None = None, weight: float = 0.0
+) -> tuple[float, float | None]:
+    """One optimiser step: (supervised loss, unweighted consistency term or None). With ``pair`` (unlabelled
+    ``student`` / ``teacher`` patches) the student sees the labelled and unlabelled patches in one forward
+    pass, the loss adds ``weight`` times the consistency with the teacher, and the teacher is then updated."""
     model, optimizer, scaler = session.trained or session.model, session.optimizer, session.scaler
     optimizer.zero_grad(set_to_none=True)
     dtype = session.dtype
     autocast = torch.autocast(batch.image.device.type, dtype=dtype) if dtype is not None else nullcontext()
+    consistency = None
     with autocast:
-        loss = session.loss_fn(model(batch.image), batch.target, **batch.extras)
-    scaler.scale(loss).backward()
+        if pair is None or session.teacher is None:
+            loss = total = session.loss_fn(model(batch.image), batch.target, **batch.extras)
+        else:
+            overlapping = session.plans.data.labels.overlapping
+            loss, consistency = mean_teacher_losses(model, session.teacher, session.loss_fn, batch, pair, overlapping)
+            total = loss + weight * consistency
+    scaler.scale(total).backward()
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     scaler.step(optimizer)
     scaler.update()
-    return float(loss.detach())
+    if session.teacher is not None:
+        step = session.state["ema_step"]
+        semi = session.plans.train.semi_supervised
+        assert semi is not None  # a teacher exists only for semi-supervised plans (internal invariant)
+        update_teacher(session.teacher, session.model, ema_decay(step, semi.ema_decay))
+        session.state["ema_step"] = step + 1
+    return float(loss.detach()), None if consistency is None else float(consistency.detach())
 
 
 def _end_epoch(session: _Session, result: EpochResult) -> None:
@@ -247,23 +326,47 @@ def _end_epoch(session: _Session, result: EpochResult) -> None:
 
 
 def _snapshot(session: _Session, state: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "model": session.model.state_dict(),
+    """The checkpoint: ``model`` is what prediction loads (the teacher of a semi-supervised run)."""
+    snapshot = {
+        "model": session.evaluated.state_dict(),
         "optimizer": session.optimizer.state_dict(),
         "scaler": session.scaler.state_dict(),
         "epoch": int(state["epoch"]),
         "elapsed_s": float(state["elapsed_s"]),
         "best_dice": float(state["best_dice"]),
     }
+    if session.teacher is not None:
+        snapshot["student"] = session.model.state_dict()
+        snapshot["ema_step"] = int(state["ema_step"])
+    return snapshot
 
 
 def _restore(session: _Session) -> dict[str, Any]:
+    path = session.run.checkpoint("last")
     ckpt = session.run.load_checkpoint("last", map_location=session.device)
-    session.model.load_state_dict(ckpt["model"])
+    state = {"epoch": int(ckpt["epoch"]), "elapsed_s": float(ckpt["elapsed_s"]), "best_dice": float(ckpt["best_dice"])}
+    if session.teacher is not None:
+        if "student" not in ckpt:
+            raise DataError(
+                path,
+                "was written by a supervised run, the plans ask for a Mean Teacher (train.semi_supervised)",
+                "resume without train.semi_supervised in plans.json, or train a new run folder",
+            )
+        session.teacher.load_state_dict(ckpt["model"])
+        session.model.load_state_dict(ckpt["student"])
+        state["ema_step"] = int(ckpt["ema_step"])
+    elif "student" in ckpt:
+        raise DataError(
+            path,
+            "was written by a semi-supervised run (Mean Teacher), the plans have no train.semi_supervised",
+            "restore train.semi_supervised in plans.json, or train a new run folder",
+        )
+    else:
+        session.model.load_state_dict(ckpt["model"])
     session.optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt.get("scaler"):
         session.scaler.load_state_dict(ckpt["scaler"])
-    return {"epoch": int(ckpt["epoch"]), "elapsed_s": float(ckpt["elapsed_s"]), "best_dice": float(ckpt["best_dice"])}
+    return state
 
 
 def _truncate_log(path: Path, epoch: int) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from medseg import MedsegError
-from medseg.apps.cli import deploy_commands, plan_commands, trust_commands
+from medseg.apps.cli import deploy_commands, federated_commands, plan_commands, pretrain_commands, trust_commands
 from medseg.apps.cli.flags import FlagCommand, FlagGroup
 from medseg.apps.cli.options import (
     BatchDiceOption,
@@ -34,6 +34,7 @@ from medseg.apps.cli.options import (
     NormalizationOption,
     ResampleChannelsOption,
     TimeBudgetOption,
+    UnlabeledOption,
     WeightDecayOption,
     parse_duration,
     parse_folds,
@@ -166,6 +167,7 @@ def train(
     resample_channels: ResampleChannelsOption = False,
     normalization: NormalizationOption = "auto",
     configuration: ConfigurationOption = "native",
+    unlabeled: UnlabeledOption = "",
     tensorboard: Annotated[
         bool,
         typer.Option(
@@ -195,6 +197,7 @@ def train(
         distributed=distributed,
         normalization=normalization,
         configuration=configuration,
+        unlabeled=unlabeled,
         deterministic=deterministic,
         optimizer=optimizer,
         schedule=schedule,
@@ -231,6 +234,7 @@ def models() -> None:
 
 app.command(name="plan", cls=FlagCommand)(plan_commands.plan)
 app.command(name="preprocess", cls=FlagCommand)(plan_commands.preprocess)
+app.command(name="pretrain", cls=FlagCommand)(pretrain_commands.pretrain)
 
 
 @app.command(cls=FlagCommand)
@@ -338,6 +342,7 @@ def predict(
 # order `medseg --help` lists them
 app.command(name="trust", cls=FlagCommand)(trust_commands.trust)
 app.command(name="explain", cls=FlagCommand)(trust_commands.explain)
+app.add_typer(federated_commands.app, name="federated")
 app.command(name="export", cls=FlagCommand)(deploy_commands.export)
 app.command(name="serve", cls=FlagCommand)(deploy_commands.serve)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -38,31 +39,16 @@ def predict_bundle_command(bundle: Path, inputs: Path, output: Path, dicom_seg: 
 
 
 def serve_command(
-    models: list[Path],
-    host: str,
-    port: int,
-    api_keys: Path | None,
-    no_auth: bool,
-    max_upload_mb: float,
-    max_queue: int,
-    workers: int,
-    timeout_s: float,
-    temp_dir: Path | None,
+    models: list[Path], host: str, port: int, api_keys: Path | None, no_auth: bool, **settings: Any
 ) -> None:
+    """Serve ``models``; ``settings`` are :class:`~medseg.apps.server.ServerConfig` fields (a ``None``
+    ``temp_dir``: the system's temporary folder)."""
     missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
     if missing:
         raise medseg.MedsegError(f"medseg serve needs {', '.join(missing)}: pip install 'medseg[serve]'")
     from medseg.apps.server import ServerConfig, load_api_keys
     from medseg.apps.server.app import serve
 
-    config = ServerConfig(
-        models=tuple(models),
-        api_keys=load_api_keys(api_keys),
-        auth=not no_auth,
-        max_upload_mb=max_upload_mb,
-        max_queue=max_queue,
-        workers=workers,
-        timeout_s=timeout_s,
-        temp_dir=temp_dir or Path(tempfile.gettempdir()),
-    )
+    settings["temp_dir"] = settings.get("temp_dir") or Path(tempfile.gettempdir())
+    config = ServerConfig(models=tuple(models), api_keys=load_api_keys(api_keys), auth=not no_auth, **settings)
     serve(config, host=host, port=port)

@@ -58,11 +58,17 @@ def serve(
         Optional[Path],  # noqa: UP045
         typer.Option(help="Folder for each request's temporary files (default: the system's); emptied after use."),
     ] = None,
+    examples: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Folder of example scans the browser viewer offers to pick (its files, by name)."),
+    ] = None,
 ) -> None:
-    """Serve bundles over HTTP (FastAPI): POST a scan, get its mask; API docs at /docs (docs/serve.md)."""
+    """Serve bundles over HTTP (FastAPI): POST a scan, get its mask; the browser viewer at /, API docs at /docs
+    (docs/serve.md)."""
     from medseg.apps.cli.bundles import serve_command
 
-    serve_command(models, host, port, api_keys, no_auth, max_upload_mb, max_queue, workers, timeout_s, temp_dir)
+    limits = {"max_upload_mb": max_upload_mb, "max_queue": max_queue, "workers": workers, "timeout_s": timeout_s}
+    serve_command(models, host, port, api_keys, no_auth, temp_dir=temp_dir, examples=examples, **limits)
 
 
 def gui(

@@ -22,9 +22,10 @@ ModelOption = Annotated[
 EncoderWeightsOption = Annotated[
     str,
     typer.Option(
-        help="Pretrained encoder weights (.pth, .pt or .safetensors, e.g. torchvision's or timm's ImageNet "
-        "ResNet) for resnet18/34/50-unet; checked and recorded (path, SHA-256) in plans.json, loaded at the "
-        "start of training; inputs are then normalised as ImageNet's.",
+        help="Pretrained encoder weights (.pth, .pt or .safetensors): OUT/encoder.pth of `medseg pretrain` (the "
+        "U-Net family, resnet18/34/50-unet; normalisation kept as planned) or torchvision's / timm's ImageNet "
+        "ResNet for resnet18/34/50-unet (inputs then normalised as ImageNet's); checked and recorded (path, "
+        "SHA-256) in plans.json, loaded at the start of training.",
     ),
 ]
 FrozenStagesOption = Annotated[
@@ -106,6 +107,15 @@ ResampleChannelsOption = Annotated[
         "--resample-channels",
         help="Resample channel files on different grids (shape, spacing, orientation) onto the first "
         "channel's grid instead of refusing them; recorded in plans.json.",
+    ),
+]
+UnlabeledOption = Annotated[
+    str,
+    typer.Option(
+        help="Folder of unlabelled scans (same channels and dimensionality as the dataset's): semi-supervised "
+        "training with a Mean Teacher, whose EMA weights are validated and saved; recorded in plans.json "
+        "(train.semi_supervised: EMA decay 0.99, consistency weight 0.1 ramped up over the first quarter of "
+        "training; docs/semi_supervised.md).",
     ),
 ]
 WeightDecayOption = Annotated[

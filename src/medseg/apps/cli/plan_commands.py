@@ -23,6 +23,7 @@ from medseg.apps.cli.options import (
     NormalizationOption,
     ResampleChannelsOption,
     TimeBudgetOption,
+    UnlabeledOption,
     WeightDecayOption,
     parse_duration,
     parse_folds,
@@ -54,6 +55,7 @@ def plan(
     resample_channels: ResampleChannelsOption = False,
     normalization: NormalizationOption = "auto",
     configuration: ConfigurationOption = "native",
+    unlabeled: UnlabeledOption = "",
 ) -> None:
     """Check, fingerprint and plan a dataset: writes RUN/plans.json (edit it, then `medseg train`); with
     --folds all also RUN/splits.json (edit it too)."""
@@ -84,6 +86,7 @@ def plan(
         resample_channels=resample_channels,
         normalization=normalization,
         configuration=configuration,
+        unlabeled=unlabeled,
     )
     planner = medseg.plan_crossval if all_folds else medseg.plan
     with TrainingView() as view:

@@ -203,6 +203,9 @@ class TrainingView:
     def epoch_done(self, result: Any) -> None:
         self.epoch = result.epoch
         dice = f"  val Dice {result.val_dice:.4f}" if result.val_dice is not None else ""
+        consistency = getattr(result, "consistency_loss", None)  # semi-supervised runs (--unlabeled)
+        if consistency is not None:
+            dice = f"  consistency {consistency:.2e} (weight {result.consistency_weight:.3f}){dice}"
         self.console.print(
             f"epoch {result.epoch}: loss {result.train_loss:.4f}  lr {result.lr:.2e}  {result.seconds:.1f} s{dice}"
         )

@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
 from medseg_runtime import BundlePredictor
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,7 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import medseg
 from medseg.apps.server.config import ServerConfig
 from medseg.apps.server.jobs import JobQueue
-from medseg.apps.server.uploads import Prediction, UploadRejected, predict_upload, upload_suffix
+from medseg.apps.server.uploads import SUFFIXES, Prediction, UploadRejected, predict_upload, upload_suffix
+from medseg.apps.server.viewer import STATIC, Examples
 
 __all__ = ["create_app", "load_models", "serve"]
 
@@ -90,6 +92,7 @@ def create_app(config: ServerConfig, models: dict[str, BundlePredictor] | None =
     """The application serving ``config.models`` (loaded here unless ``models`` are given)."""
     models = load_models(config.models) if models is None else models
     queue = JobQueue(config.workers, config.max_queue)
+    examples = Examples.scan(config.examples, tuple(SUFFIXES))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -120,6 +123,24 @@ def create_app(config: ServerConfig, models: dict[str, BundlePredictor] | None =
             raise StarletteHTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "APIKey"})
         if not any(hmac.compare_digest(key.encode(), k.encode()) for k in config.api_keys):
             raise StarletteHTTPException(401, "invalid API key", headers={"WWW-Authenticate": "APIKey"})
+
+    app.mount("/viewer", StaticFiles(directory=STATIC, html=True), name="viewer")
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/viewer/")
+
+    @app.get("/v1/examples", tags=["viewer"], dependencies=[Depends(check_key)])
+    async def list_examples() -> dict[str, list[str]]:
+        """The example scans the server offers (``medseg serve --examples DIR``), by file name."""
+        return {"examples": sorted(examples.files)}
+
+    @app.get("/v1/examples/{filename}", tags=["viewer"], dependencies=[Depends(check_key)])
+    async def get_example(filename: str) -> Response:
+        """One example scan's file, to upload to a model like any other."""
+        if filename not in examples.files:
+            return _error(404, f"no example named {filename!r}; GET /v1/examples lists them")
+        return FileResponse(examples.files[filename], filename=filename, media_type="application/octet-stream")
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, str]:
@@ -152,9 +173,10 @@ def create_app(config: ServerConfig, models: dict[str, BundlePredictor] | None =
             504: {"description": "timed out"},
         },
     )
-    async def predict(name: str, request: Request, format: Literal["file", "json"] = "file") -> Response:
+    async def predict(name: str, request: Request, format: Literal["file", "json", "viewer"] = "file") -> Response:
         """Segment the uploaded scan (multipart field ``file``). Sizes per class and timing come back in the
-        ``X-Medseg-Structures`` (JSON) and ``X-Medseg-Seconds`` headers, or in the JSON body."""
+        ``X-Medseg-Structures`` (JSON) and ``X-Medseg-Seconds`` headers, or in the JSON body; ``viewer`` adds
+        the scan and its labels as arrays for the browser viewer (413 for very large scans)."""
         if name not in models:
             return _error(404, f"no model named {name!r}; GET /v1/models lists them")
         length = request.headers.get("content-length")
@@ -166,7 +188,8 @@ def create_app(config: ServerConfig, models: dict[str, BundlePredictor] | None =
         submitted = False
         try:
             upload = await _read_upload(request, config.max_upload_bytes)
-            job = lambda: predict_upload(models[name], upload.file, upload.filename or "", config)  # noqa: E731
+            view = format == "viewer"
+            job = lambda: predict_upload(models[name], upload.file, upload.filename or "", config, view=view)  # noqa: E731
             future = queue.submit(job, on_end=upload.file.close)  # releases the place when the job ends
             submitted = True
             remaining = config.timeout_s - (time.perf_counter() - arrived)
@@ -183,7 +206,7 @@ def create_app(config: ServerConfig, models: dict[str, BundlePredictor] | None =
         finally:
             if not submitted:
                 queue.release()
-        return _answer(name, result, time.perf_counter() - arrived, as_json=format == "json")
+        return _answer(name, result, time.perf_counter() - arrived, as_json=format != "file")
 
     return app
 
@@ -191,17 +214,16 @@ def create_app(config: ServerConfig, models: dict[str, BundlePredictor] | None =
 def _answer(name: str, result: Prediction, total: float, *, as_json: bool) -> Response:
     """The mask as the body with sizes and timing in headers, or all of it as JSON (the mask in base64)."""
     if as_json:
-        return JSONResponse(
-            {
-                "model": name,
-                "filename": result.filename,
-                "media_type": result.media_type,
-                "seconds": round(result.seconds, 4),
-                "total_seconds": round(total, 4),
-                "structures": result.structures,
-                "mask_base64": base64.b64encode(result.body).decode("ascii"),
-            }
-        )
+        body = {
+            "model": name,
+            "filename": result.filename,
+            "media_type": result.media_type,
+            "seconds": round(result.seconds, 4),
+            "total_seconds": round(total, 4),
+            "structures": result.structures,
+            "mask_base64": base64.b64encode(result.body).decode("ascii"),
+        }
+        return JSONResponse(body if result.view is None else {**body, "view": result.view})
     headers = {
         "Content-Disposition": f'attachment; filename="{result.filename}"',
         "X-Medseg-Structures": json.dumps(result.structures, ensure_ascii=True),

@@ -27,7 +27,8 @@ class ServerConfig:
 
     ``workers`` predict at once; ``max_queue`` more requests may wait (uploading or queued), the next gets 429;
     ``timeout_s`` bounds a request from admission to answer (504); ``temp_dir`` holds each request's private
-    temporary folder (the system's by default), removed when its job ends.
+    temporary folder (the system's by default), removed when its job ends; ``examples`` is a folder of scans
+    the browser viewer offers to pick.
     """
 
     models: tuple[Path, ...]
@@ -38,6 +39,7 @@ class ServerConfig:
     workers: int = 1
     timeout_s: float = 600.0
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    examples: Path | None = None  # a folder of example scans the browser viewer offers (GET /v1/examples)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -51,6 +53,8 @@ class ServerConfig:
                 f"workers {self.workers} (≥ 1), max queue {self.max_queue} (≥ 0), max upload "
                 f"{self.max_upload_mb} MB (> 0) and timeout {self.timeout_s} s (> 0) must be in range"
             )
+        if self.examples is not None and not Path(self.examples).is_dir():
+            raise medseg.ConfigError(f"{self.examples}: examples folder does not exist (give a folder of scans)")
         if not Path(self.temp_dir).is_dir():
             raise medseg.ConfigError(f"{self.temp_dir}: temporary folder does not exist (create it or pick another)")
 

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+import numpy as np
 from medseg_runtime import BundleError, BundlePredictor
+from medseg_runtime.images import read_scan
 
 import medseg
 from medseg.apps.server.config import ServerConfig
+from medseg.apps.server.viewer import VIEW_MAX_VOXELS, view_payload
 
 __all__ = ["SUFFIXES", "Prediction", "UploadRejected", "predict_upload", "scrub", "upload_suffix"]
 
@@ -62,6 +65,7 @@ class Prediction:
     media_type: str
     structures: list[dict[str, Any]]
     seconds: float
+    view: dict[str, Any] | None = None  # the scan and labels for the browser viewer (viewer.view_payload)
 
 
 def upload_suffix(filename: str) -> str:
@@ -81,13 +85,16 @@ def scrub(message: str, root: Path) -> str:
     return " ".join(_PATH.sub("<file>", text).split())
 
 
-def predict_upload(predictor: BundlePredictor, upload: BinaryIO, filename: str, config: ServerConfig) -> Prediction:
-    """Copy ``upload`` into a new temporary folder under ``config.temp_dir``, predict it, read the mask back."""
+def predict_upload(
+    predictor: BundlePredictor, upload: BinaryIO, filename: str, config: ServerConfig, *, view: bool = False
+) -> Prediction:
+    """Copy ``upload`` into a new temporary folder under ``config.temp_dir``, predict it, read the mask back;
+    with ``view``, also the scan and its labels for the browser viewer (413 past ``VIEW_MAX_VOXELS``)."""
     suffix = upload_suffix(filename)
     with tempfile.TemporaryDirectory(dir=config.temp_dir, prefix="medseg-") as tmp:
         root = Path(tmp)
         try:
-            return _predict(predictor, upload, _stem(filename, suffix), suffix, root, config)
+            return _predict(predictor, upload, _stem(filename, suffix), suffix, root, config, view)
         except BundleError as exc:
             raise UploadRejected(422, scrub(str(exc), root)) from None
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
@@ -101,7 +108,7 @@ def _stem(filename: str, suffix: str) -> str:
 
 
 def _predict(
-    predictor: BundlePredictor, upload: BinaryIO, stem: str, suffix: str, root: Path, config: ServerConfig
+    predictor: BundlePredictor, upload: BinaryIO, stem: str, suffix: str, root: Path, config: ServerConfig, view: bool
 ) -> Prediction:
     inputs, out = root / "in", root / "out"
     inputs.mkdir()
@@ -112,6 +119,7 @@ def _predict(
         scan = inputs / (stem + suffix)
         with scan.open("wb") as f:
             shutil.copyfileobj(upload, f)
+    image = _viewable(scan) if view else None
     start = time.perf_counter()
     result = predictor.predict_case([scan], out, dicom_seg=suffix == ".zip")
     seconds = time.perf_counter() - start
@@ -124,14 +132,29 @@ def _predict(
         overlapping=labels.overlapping,
     )
     structures = [{"index": s.index, "name": s.name, "voxels": s.voxels, "size": s.size, "unit": s.unit} for s in sizes]
+    shown = None
+    if image is not None:
+        shown = view_payload(image, result.labels, result.spacing, labels.names, labels.overlapping)
     if len(result.written) == 1:
         path = result.written[0]
-        return Prediction(path.read_bytes(), path.name, SUFFIXES[suffix], structures, seconds)
+        return Prediction(path.read_bytes(), path.name, SUFFIXES[suffix], structures, seconds, shown)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in result.written:
             archive.write(path, path.relative_to(out).as_posix())
-    return Prediction(buffer.getvalue(), f"{stem}.zip", "application/zip", structures, seconds)
+    return Prediction(buffer.getvalue(), f"{stem}.zip", "application/zip", structures, seconds, shown)
+
+
+def _viewable(scan: Path) -> np.ndarray:
+    """The scan's voxels ``(C, *spatial)`` for the viewer, refused (413) past ``VIEW_MAX_VOXELS`` values."""
+    image = read_scan([scan]).array
+    if image.size > VIEW_MAX_VOXELS:
+        raise UploadRejected(
+            413,
+            f"scan of {image.size:,} values is too large for the viewer (at most {VIEW_MAX_VOXELS:,}); "
+            "use POST /v1/models/{name}/predict for the mask alone",
+        )
+    return image
 
 
 def _unzip(upload: BinaryIO, folder: Path, limit: int) -> None:
