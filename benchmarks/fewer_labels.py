@@ -32,6 +32,7 @@ import argparse
 import json
 import logging
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -120,9 +121,11 @@ def _train_args(arm: str, out: Path, steps: int) -> list[list[str]]:
         weights = ["--encoder-weights", str(pretrained / "encoder.pth")]
         return [[*_medseg(), "plan", str(out / "labelled20"), "--out", str(plan)], pretrain,
                 [*train, str(out / "labelled20"), *common, *weights]]  # fmt: skip
-    if arm in ("fedavg", "fedprox"):
+    if arm in ("fedavg", "fedprox"):  # every site takes the steps a site alone takes: rounds of one epoch
         sites = [str(out / "sites" / f"site{i}") for i in range(1, len(SITES) + 1)]
-        return [[*_medseg(), "federated", *sites, "--out", str(run), "--strategy", arm, "--steps", str(steps)]]
+        federated = [*_medseg(), "federated", "simulate", *sites, "--out", str(run), "--rounds", epochs]
+        federated += ["--local-epochs", "1", "--iterations", str(ITERATIONS), "--seed", "0"]
+        return [federated + (["--mu", "0.01"] if arm == "fedprox" else [])]
     raise SystemExit(f"unknown arm {arm!r}")
 
 
@@ -131,11 +134,14 @@ def run_arm(arm: str, out: Path, steps: int) -> dict:
     if run.exists():
         shutil.rmtree(run)
     wall = {}
+    cpu = {}
     for command in _train_args(arm, out, steps):
         logger.info("$ %s", " ".join(command))
-        start = time.perf_counter()
+        start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(command, check=True)
         wall[command[1]] = round(time.perf_counter() - start, 1)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU seconds of every thread of the command
+        cpu[command[1]] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
     predictions = out / "predictions" / arm
     if predictions.exists():
         shutil.rmtree(predictions)
@@ -143,7 +149,7 @@ def run_arm(arm: str, out: Path, steps: int) -> dict:
     metrics = out / "metrics" / arm
     evaluate = [*_medseg(), "evaluate", str(predictions), str(out / "test40" / "labelsTr"), "--out", str(metrics)]
     subprocess.run([*evaluate, "--run", str(run)], check=True)
-    result = {"arm": arm, "budget_steps": steps, "wall_s": wall, "cpu": cpu_model(), "steps": _steps(run)}
+    result = {"arm": arm, "budget_steps": steps, "wall_s": wall, "cpu_s": cpu, "cpu": cpu_model(), "steps": _steps(run)}
     result["dice"] = _dice(metrics / "metrics.json")
     (out / "results").mkdir(exist_ok=True)
     (out / "results" / f"{arm}.json").write_text(json.dumps(result, indent=1))
@@ -176,9 +182,10 @@ def table(out: Path) -> str:
     rows = ["| arm | Anterior | Posterior | mean | steps | wall s | CPU |", "|---|---|---|---|---|---|---|"]
     for path in sorted((out / "results").glob("*.json")):
         r = json.loads(path.read_text())
-        d = r["dice"]
+        d = r["dice"]  # by class index ("1" anterior, "2" posterior) or by name
+        anterior, posterior = d.get("1", d.get("Anterior", float("nan"))), d.get("2", d.get("Posterior", float("nan")))
         mean = sum(d.values()) / len(d)
-        cells = [r["arm"], *(f"{d.get(k, float('nan')):.4f}" for k in ("Anterior", "Posterior")), f"{mean:.4f}"]
+        cells = [r["arm"], f"{anterior:.4f}", f"{posterior:.4f}", f"{mean:.4f}"]
         cells += [str(r["steps"]), str(sum(r["wall_s"].values())), r["cpu"]]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
