@@ -4,18 +4,21 @@ test: figures go into docs/benchmarks.md by hand, with the command that made the
 
     # nnU-Net in a throw-away environment (never a dependency of medseg):
     python3 -m venv /tmp/nnunet-venv && /tmp/nnunet-venv/bin/pip install torch==2.13.0 nnunetv2
+    /tmp/nnunet-venv/bin/pip uninstall -y torchvision          # does not load beside this torch wheel
     python benchmarks/fewer_labels.py prepare --out /tmp/fewer                  # full160 + test40
     python benchmarks/fewer_labels.py run full160 --out /tmp/fewer --steps 200   # medseg's model
     medseg export /tmp/fewer/runs/full160 --out /tmp/hippocampus.medseg
     python benchmarks/nnunet_compare.py --nnunet-venv /tmp/nnunet-venv --data /tmp/fewer \\
-        --bundle /tmp/hippocampus.medseg --budget-cpu-s 1200 --out /tmp/nnunet-compare
+        --bundle /tmp/hippocampus.medseg --budget-cpu-s 600 --out /tmp/nnunet-compare
 
 nnU-Net is used as its users would: `nnUNetv2_plan_and_preprocess -c 3d_fullres` (its own plans: network,
 patch, batch), trained on fold "all" (every one of the 160 cases, no validation split: it then only saves
 the final checkpoint) by a trainer that stops once ``--budget-cpu-s`` CPU seconds are spent (nnU-Net's own
 trainer, with epochs of 50 iterations and the epoch count cut when the time is spent; CPU time, not wall
 time, so the neighbours' load on a shared machine does not shorten it; written into the
-throw-away environment's nnunetv2 package, where nnU-Net looks for trainers), then `nnUNetv2_predict`
+throw-away environment's nnunetv2 package, where nnU-Net looks for trainers; torchvision uninstalled
+there: PyPI's build does not load beside this torch wheel, and nnU-Net's plain U-Net does not need it),
+then `nnUNetv2_predict`
 with its defaults (mirroring TTA on, step 0.5) on the 40 test scans, on the CPU. medseg: `medseg-runtime
 predict BUNDLE` (ONNX, as exported) on the same 40 scans. Both are timed as whole commands (process start,
 reading, writing included) and per case; Dice from `medseg evaluate` against the same labels.
@@ -35,6 +38,8 @@ from pathlib import Path
 
 TRAINER = '''
 import time
+
+import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 
@@ -44,8 +49,8 @@ class nnUNetTrainer_medsegBudget(nnUNetTrainer):
 
     BUDGET_S = {budget_s}
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_iterations_per_epoch = 50
         self.num_val_iterations_per_epoch = 5
         self.num_epochs = 1000
@@ -60,6 +65,9 @@ class nnUNetTrainer_medsegBudget(nnUNetTrainer):
         super().on_epoch_end()
         if time.process_time() - self._started >= self.BUDGET_S:
             self.num_epochs = self.current_epoch  # run_training's loop checks it each epoch (see below)
+
+    def perform_actual_validation(self, *args, **kwargs):
+        """Skipped: fold "all" validates on the training cases (160 predictions, no information here)."""
 '''
 
 
@@ -79,9 +87,9 @@ def _run(command: list[str], env: dict[str, str] | None = None) -> float:
 
 def _install_trainer(venv: Path, budget_s: float) -> None:
     site = next((venv / "lib").glob("python3*/site-packages"))
-    folder = site / "nnunetv2" / "training" / "nnUNetTrainer" / "variants" / "medseg_budget"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "__init__.py").write_text("")
+    # beside nnUNetTrainer.py: nnU-Net finds a trainer by importing the package's modules before its sub-packages,
+    # and the primus sub-package imports timm, which needs a torchvision this torch build cannot load
+    folder = site / "nnunetv2" / "training" / "nnUNetTrainer"
     (folder / "nnUNetTrainer_medsegBudget.py").write_text(TRAINER.format(budget_s=budget_s))
     # nnU-Net's run_training iterates `for epoch in range(self.current_epoch, self.num_epochs)`: a range fixed at
     # the start. Make the loop re-read num_epochs so the budget can end it (the only change to nnU-Net's code,
@@ -126,6 +134,7 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--skip-training", action="store_true", help="nnU-Net's model is already trained in --out")
+    parser.add_argument("--train-only", action="store_true", help="train nnU-Net, predict later (on an idle CPU)")
     args = parser.parse_args()
     venv_bin = args.nnunet_venv / "bin"
     medseg = str(Path(sys.executable).with_name("medseg"))
@@ -135,7 +144,7 @@ def main() -> int:
         "nnUNet_raw": str(out / "raw"),
         "nnUNet_preprocessed": str(out / "preprocessed"),
         "nnUNet_results": str(out / "results"),
-        "nnUNet_n_proc_DA": "0",  # augmentation in the training process: its CPU time counts
+        "nnUNet_n_proc_DA": "1",
         "PATH": f"{venv_bin}:{os.environ['PATH']}",
     }
     times: dict[str, float] = {}
@@ -143,9 +152,16 @@ def main() -> int:
         _nnunet_dataset(args.data, out / "raw", medseg)
         _install_trainer(args.nnunet_venv, args.budget_cpu_s)
         plan = ["nnUNetv2_plan_and_preprocess", "-d", "4", "-c", "3d_fullres", "-np", "2", "--verify_dataset_integrity"]
-        times["nnunet_plan_s"] = _run(plan, env)
+        if not (out / "preprocessed" / "Dataset004_Hippocampus" / "nnUNetPlans.json").exists():
+            times["nnunet_plan_s"] = _run(plan, env)
         train = ["nnUNetv2_train", "4", "3d_fullres", "all", "-tr", "nnUNetTrainer_medsegBudget", "-device", "cpu"]
-        times["nnunet_train_s"] = _run(train, env)
+        # augmentation in the training process, so that its CPU time counts toward the budget
+        times["nnunet_train_s"] = _run(train, {**env, "nnUNet_n_proc_DA": "0"})
+        (out / "train.json").write_text(json.dumps(times, indent=1))
+        if args.train_only:
+            return 0
+    elif (out / "train.json").exists():
+        times = json.loads((out / "train.json").read_text())
     test_images, test_labels = args.data / "test40" / "imagesTr", args.data / "test40" / "labelsTr"
     nn_in = out / "test-nnunet-in"  # nnU-Net wants CASE_0000.nii.gz
     if not nn_in.exists():
