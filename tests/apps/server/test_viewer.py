@@ -171,6 +171,7 @@ def test_upload_a_3d_scan_see_the_overlay_in_three_planes_and_download_the_cli_m
 def test_pick_an_example_2d_image_and_download_the_cli_mask(
     page: Any, bundles: dict[str, Path], examples: Path, tmp_path: Path
 ) -> None:
+    page.wait_for_function("document.querySelectorAll('#example option').length > 0")  # asked after the models
     assert page.locator("#example option").all_inner_texts() == ["—", "slice.png"]  # only scans are offered
     page.select_option("#model", "onnx2")
     page.select_option("#example", "slice.png")
