@@ -40,6 +40,12 @@ def test_fedavg_two_rounds_end_to_end(tmp_path: Path, sites: list[SiteConfig], t
             torch.testing.assert_close(value.double(), mean, rtol=1e-5, atol=1e-6)
     # each site's schedule runs over the federation: 2 rounds x 1 local epoch, its log continued
     assert [json.loads(line)["epoch"] for line in RunDir(sites[0].work_dir).log.read_text().splitlines()] == [1, 2]
+    # its report shows each site's and the global Dice per round
+    report = RunDir(result.run_dir).report.read_text(encoding="utf-8")
+    last_round = report.split("<tr><td>2</td>")[1].split("</tr>")[0]
+    for name, values in record["rounds"][1]["evaluation"]["sites"].items():
+        assert f"<th>{name}</th>" in report and f"{values['dice']:.4f} (n={values['examples']})" in last_round
+    assert f"<b>{record['rounds'][1]['global']['dice']:.4f}</b>" in last_round
     # the global run is a medseg run folder: it predicts
     predictor = Predictor.from_run(result.run_dir)
     image = np.zeros((1, 64, 64), np.float32)

@@ -168,13 +168,23 @@ def write_report(
         f'<p class="note">{_esc(metrics.get("empty_policy", _DASH))}</p></details>'
     )
     if config is not None:
-        rows = "".join(f"<tr><td>{_esc(what)}</td><td>{_esc(value)}</td></tr>" for what, value in config_rows(config))
-        pretty = json.dumps(config, indent=2, default=str)
-        parts += [
-            "<h2>Run configuration</h2>",
-            f'<table class="config">{rows}</table>',
-            f"<details><summary>the full plans.json</summary><pre>{_esc(pretty)}</pre></details>",
-        ]
+        parts += _config_parts(config)
+    return _write_document(path, title, parts)
+
+
+def _config_parts(config: dict) -> list[str]:
+    """The "Run configuration" section: a summary table and the full plans.json folded away."""
+    rows = "".join(f"<tr><td>{_esc(what)}</td><td>{_esc(value)}</td></tr>" for what, value in config_rows(config))
+    pretty = json.dumps(config, indent=2, default=str)
+    return [
+        "<h2>Run configuration</h2>",
+        f'<table class="config">{rows}</table>',
+        f"<details><summary>the full plans.json</summary><pre>{_esc(pretty)}</pre></details>",
+    ]
+
+
+def _write_document(path: Path, title: str, parts: Sequence[str]) -> Path:
+    """``parts`` as one self-contained HTML page, written atomically to ``path``."""
     body = "\n".join(parts)
     document = (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'

@@ -39,6 +39,7 @@ from flwr.server.strategy import FedAvg
 
 from medseg.config.plans import Plans, load_plans
 from medseg.errors import MedsegError
+from medseg.evaluation.federated_report import write_federated_report
 from medseg.federated.aggregate import weighted_average, weighted_mean
 from medseg.federated.options import FederatedOptions
 from medseg.federated.planning import fingerprint_from_json, merge_fingerprints, plan_federation
@@ -230,10 +231,21 @@ class FederatedStrategy(FedAvg):
         return (1.0 - dice if np.isfinite(dice) else None), {"dice": dice}
 
     def finish(self) -> dict[str, Any]:
-        """After the last round: a best checkpoint exists (the last weights if no round was evaluated)."""
+        """After the last round: a best checkpoint exists (the last weights if no round was evaluated), and
+        ``report.html`` shows each site's and the global Dice per round."""
         if self.plans is not None and not self.run.checkpoint("best").exists() and self.current:
             self.run.save_checkpoint(self._state(max(self.rounds, default=0)), "best")
-        return self._write()
+        record = self._write()
+        if self.plans is not None:
+            lines = self.run.log.read_text(encoding="utf-8").splitlines()
+            write_federated_report(
+                self.run.report,
+                record,
+                title=f"Federated run {self.run.path.name}",
+                log_records=[json.loads(line) for line in lines if line.strip()],
+                config=to_dict(self.plans),
+            )
+        return record
 
     # -- the record ----------------------------------------------------------------------------------
 

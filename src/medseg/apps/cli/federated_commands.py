@@ -72,7 +72,7 @@ def _report(result: Any) -> None:
         dice = "-" if g.get("dice") is None else f"{g['dice']:.4f}"
         failed = f", {len(r['failures'])} failed" if r["failures"] else ""
         typer.echo(f"round {r['round']}: {g.get('sites_aggregated', 0)} site(s){failed}, global Dice {dice}")
-    typer.echo(f"global run: {result.run_dir} (federated.json: per round, per site)")
+    typer.echo(f"global run: {result.run_dir} (federated.json and report.html: per round, per site)")
 
 
 @app.command(cls=FlagCommand)
