@@ -9,6 +9,7 @@ import pytest
 
 import medseg.training.loop as loop
 from medseg.workflow import TrainOptions, train_run
+from tests.training.tiny_runs import plan_tiny_run
 
 
 def test_the_budget_stops_training_inside_a_long_epoch(
@@ -25,6 +26,7 @@ def test_the_budget_stops_training_inside_a_long_epoch(
     options = TrainOptions(
         time_budget_s=1.0, budget_plan=False, iterations_per_epoch=5000, val_every=1, device="cpu", folds=3
     )
+    plan_tiny_run(msd_2d, tmp_path / "run", options)  # a tiny network: validation and prediction take little
     run = train_run(msd_2d, tmp_path / "run", options)
     epochs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert len(epochs) == 1 and 0 < len(steps) < 5000  # one partial epoch
