@@ -7,7 +7,8 @@
    bundle (reading excluded, all as planned: TTA, post-processing); Dice against the reference labels and
    against the eager labels.
 2. A 512² 2D slice (synthetic, a short 2D run trained here): seconds per slice, the same three, with the
-   planned TTA and without it; then a half-width U-Net (8→128 features) planned with one 512² window.
+   planned TTA and without it; then half- and quarter-width U-Nets (8→128, 4→64 features) with one 512²
+   window (``--slices-only``: just these).
 3. Peak RSS of ``medseg-runtime predict`` on a synthetic 512×512×300 int16 CT (a tiny 3D run's bundle, TTA
    off: the memory is the volume's, not the network's), from ``getrusage(RUSAGE_CHILDREN)``.
 
@@ -94,7 +95,7 @@ def compare(
     return {m: {k: (statistics.mean(v) if v else float("nan")) for k, v in r.items()} for m, r in rows.items()}
 
 
-NARROW = (8, 16, 32, 64, 128, 128, 128, 128)
+NARROWER = {"half": (8, 16, 32, 64, 128, 128, 128, 128), "quarter": (4, 8, 16, 32, 64, 64, 64, 64)}
 
 
 def hippocampus_cases(run: Path, count: int) -> list[tuple[np.ndarray, Geometry, np.ndarray | None]]:
@@ -173,12 +174,14 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=4)
     parser.add_argument("--slice-size", type=int, default=512)
     parser.add_argument("--ct-shape", type=int, nargs=3, default=(300, 512, 512))
+    parser.add_argument("--slices-only", action="store_true", help="only the narrower 512² networks (part 2)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {cpu_model()}; torch threads {torch.get_num_threads()}", flush=True)
-    hippo = compare(args.hippo_run, hippocampus_cases(args.hippo_run, args.cases), args.out, None)
-    print(table(f"hippocampus, {args.cases} held-out cases", hippo), flush=True)
+    if not args.slices_only:
+        hippo = compare(args.hippo_run, hippocampus_cases(args.hippo_run, args.cases), args.out, None)
+        print(table(f"hippocampus, {args.cases} held-out cases", hippo), flush=True)
     options = TrainOptions(epochs=2, iterations_per_epoch=4, val_every=2, device="cpu", folds=3)
     size = (args.slice_size, args.slice_size)
     run2d = short_run(args.out / "2d", SyntheticSpec(ndim=2, shape=size), options, None)
@@ -187,15 +190,19 @@ def main() -> None:
         image, geometry = read_channels(list(case.channels))
         label, _ = read_label(case.label[0])
         slices.append((image, geometry, label.astype(np.uint8)))
-    for tta in (None, False):
+    for tta in (None, False) if not args.slices_only else ():
         result = compare(run2d, slices, args.out, tta)
         title = f"{args.slice_size}² slice, TTA {'as planned' if tta is None else 'off'}"
         print(table(title, result, "s / slice"), flush=True)
-    # the same data with a half-width U-Net (8 -> 128) whose one window covers the whole slice
+    # the same data with half- and quarter-width U-Nets whose one window covers the whole slice
     whole = (args.slice_size, args.slice_size)
-    narrow = short_run(args.out / "2d", SyntheticSpec(ndim=2, shape=size), options, NARROW, whole, "narrow")
-    result = compare(narrow, slices, args.out, False)
-    print(table(f"{args.slice_size}² slice, U-Net 8→128, one {whole[0]}² window", result, "s / slice"), flush=True)
+    for name, features in NARROWER.items():
+        narrow = short_run(args.out / "2d", SyntheticSpec(ndim=2, shape=size), options, features, whole, name)
+        result = compare(narrow, slices, args.out, False)
+        title = f"{args.slice_size}² slice, U-Net {features[0]}→{features[-1]}, one {whole[0]}² window"
+        print(table(title, result, "s / slice"), flush=True)
+    if args.slices_only:
+        return
     rss, seconds, spacing = peak_rss_ct(args.out, tuple(args.ct_shape))
     shape = tuple(args.ct_shape)
     floats = np.prod(shape) * 4 * 4 / 1e9
