@@ -23,19 +23,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from medseg.evaluation.report import (
-    CLASS_COLOURS,
-    _config_parts,
-    _esc,
-    _fmt,
-    _img,
-    _mpl_text,
-    _new_figure,
-    _num,
-    _training_curves,
-    _write_document,
-    dice_axis_range,
-)
+from medseg.evaluation.html_page import config_parts, esc, fmt, img, mpl_text, new_figure, num, write_document
+from medseg.evaluation.report import CLASS_COLOURS, dice_axis_range, training_curves
 
 __all__ = ["RoundRow", "federation_rows", "federation_section", "write_federated_report"]
 
@@ -61,13 +50,13 @@ def federation_rows(record: Mapping[str, Any]) -> list[RoundRow]:
         evaluation = entry.get("evaluation") or {}
         evaluated = evaluation.get("sites") or {}
         sites = {
-            name: (_num(evaluated[name].get("dice")), int(evaluated[name].get("examples") or 0))
+            name: (num(evaluated[name].get("dice")), int(evaluated[name].get("examples") or 0))
             if name in evaluated
             else None
             for name in names + sorted(set(evaluated) - set(names))
         }
         failed = dict.fromkeys(str(f) for f in [*(entry.get("failures") or []), *(evaluation.get("failures") or [])])
-        global_dice = _num((entry.get("global") or {}).get("dice"))
+        global_dice = num((entry.get("global") or {}).get("dice"))
         rows.append(RoundRow(int(entry.get("round", len(rows) + 1)), sites, global_dice, tuple(failed)))
     return rows
 
@@ -77,7 +66,7 @@ def federation_section(record: Mapping[str, Any]) -> str:
     rows = federation_rows(record)
     if not rows:
         return '<p class="note">No round was recorded.</p>'
-    return _round_table(rows) + (_img(_dice_over_rounds(rows)) if _has_dice(rows) else "")
+    return _round_table(rows) + (img(_dice_over_rounds(rows)) if _has_dice(rows) else "")
 
 
 def write_federated_report(
@@ -90,33 +79,33 @@ def write_federated_report(
 ) -> Path:
     """Write the federated run's ``report.html`` to ``path`` (atomically) and return ``path``."""
     strategy = record.get("strategy", "?")
-    best = _fmt(record.get("best_dice"), 4)
+    best = fmt(record.get("best_dice"), 4)
     parts = [
-        f"<h1>{_esc(title)}</h1>",
-        f'<p class="note">Federated training ({_esc(strategy)}), {len(record.get("rounds") or [])} round(s). '
+        f"<h1>{esc(title)}</h1>",
+        f'<p class="note">Federated training ({esc(strategy)}), {len(record.get("rounds") or [])} round(s). '
         "Each round every site evaluates the global weights on its own validation cases; the global Dice is "
-        f"the mean weighted by validation cases. Best global Dice {_esc(best)}.</p>",
+        f"the mean weighted by validation cases. Best global Dice {esc(best)}.</p>",
         "<h2>Validation Dice per site and round</h2>",
         federation_section(record),
     ]
     if log_records:
-        parts += ["<h2>Training curves (global, one epoch = one round)</h2>", _img(_training_curves(log_records))]
+        parts += ["<h2>Training curves (global, one epoch = one round)</h2>", img(training_curves(log_records))]
     if config is not None:
-        parts += _config_parts(config)
-    return _write_document(Path(path), title, parts)
+        parts += config_parts(config)
+    return write_document(Path(path), title, parts)
 
 
 def _round_table(rows: list[RoundRow]) -> str:
     names = list(rows[0].sites) if rows else []
     for row in rows[1:]:
         names += [n for n in row.sites if n not in names]
-    head = "".join(f"<th>{_esc(name)}</th>" for name in names)
+    head = "".join(f"<th>{esc(name)}</th>" for name in names)
     lines = []
     for row in rows:
-        cells = "".join(f"<td>{_esc(_site_cell(row.sites.get(name), name in row.failed))}</td>" for name in names)
+        cells = "".join(f"<td>{esc(_site_cell(row.sites.get(name), name in row.failed))}</td>" for name in names)
         failed = ", ".join(row.failed) or "–"
         lines.append(
-            f"<tr><td>{row.round}</td>{cells}<td><b>{_fmt(row.global_dice, 4)}</b></td><td>{_esc(failed)}</td></tr>"
+            f"<tr><td>{row.round}</td>{cells}<td><b>{fmt(row.global_dice, 4)}</b></td><td>{esc(failed)}</td></tr>"
         )
     note = '<p class="note">Dice (validation cases); "failed": the site failed or left in that round.</p>'
     return f"{note}<table><tr><th>Round</th>{head}<th>Global</th><th>Failed</th></tr>{''.join(lines)}</table>"
@@ -126,7 +115,7 @@ def _site_cell(value: tuple[float, int] | None, failed: bool) -> str:
     if value is None:
         return _FAILED if failed else "–"
     dice, n = value
-    return f"{_fmt(dice, 4)} (n={n})" + (f" {_FAILED}" if failed else "")
+    return f"{fmt(dice, 4)} (n={n})" + (f" {_FAILED}" if failed else "")
 
 
 def _has_dice(rows: list[RoundRow]) -> bool:
@@ -136,14 +125,14 @@ def _has_dice(rows: list[RoundRow]) -> bool:
 
 def _dice_over_rounds(rows: list[RoundRow]) -> Figure:
     """Each site's validation Dice (thin) and the global Dice (thick, black) over rounds; gaps where missing."""
-    figure = _new_figure(8.0, 4.0)
+    figure = new_figure(8.0, 4.0)
     axes = figure.add_subplot()
     rounds = np.array([row.round for row in rows], dtype=float)
     names = list(dict.fromkeys(n for row in rows for n in row.sites))
     finite: list[float] = []
     for index, name in enumerate(names):
         values = np.array([(row.sites.get(name) or (np.nan, 0))[0] for row in rows], dtype=float)
-        axes.plot(rounds, values, marker=".", color=CLASS_COLOURS[index % len(CLASS_COLOURS)], label=_mpl_text(name))
+        axes.plot(rounds, values, marker=".", color=CLASS_COLOURS[index % len(CLASS_COLOURS)], label=mpl_text(name))
         finite += values[np.isfinite(values)].tolist()
     overall = np.array([row.global_dice for row in rows], dtype=float)
     axes.plot(rounds, overall, marker="o", color="black", linewidth=2.0, label="global")

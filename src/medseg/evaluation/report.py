@@ -14,20 +14,14 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TABLEAU_COLORS, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -35,10 +29,19 @@ from matplotlib.ticker import MaxNLocator
 from scipy import ndimage
 
 from medseg.errors import DataError
-from medseg.evaluation.config_summary import config_rows
-from medseg.fileutil import atomic_write_text
+from medseg.evaluation.html_page import DASH as _DASH
+from medseg.evaluation.html_page import config_parts as _config_parts
+from medseg.evaluation.html_page import esc as _esc
+from medseg.evaluation.html_page import finite as _finite
+from medseg.evaluation.html_page import fmt as _fmt
+from medseg.evaluation.html_page import img as _img
+from medseg.evaluation.html_page import mpl_text as _mpl_text
+from medseg.evaluation.html_page import nanmean as _nanmean
+from medseg.evaluation.html_page import new_figure as _new_figure
+from medseg.evaluation.html_page import num as _num
+from medseg.evaluation.html_page import write_document as _write_document
 
-__all__ = ["CLASS_COLOURS", "OverlayCase", "pick_overlay_cases", "write_report"]
+__all__ = ["CLASS_COLOURS", "OverlayCase", "dice_axis_range", "pick_overlay_cases", "training_curves", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +58,7 @@ _METRICS = (
 )
 # Fixed class colours (matplotlib's tab10): the i-th class in label order always gets CLASS_COLOURS[i].
 CLASS_COLOURS: tuple[tuple[float, float, float], ...] = tuple(to_rgb(c) for c in TABLEAU_COLORS.values())
-_DPI = 80
 _FILL_ALPHA = 0.4
-_DASH = "–"
-_PNG_PREFIX = "data:image/png;base64,"
-_CSS = """body{font-family:sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}table.config td{text-align:left}summary{cursor:pointer}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f0f0f0}
-td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;padding:1em;overflow:auto}
-.note{color:#666}img{width:100%;max-width:1200px}"""
 
 
 @dataclass(frozen=True)
@@ -152,7 +147,7 @@ def write_report(
         _img(_dice_boxplot(classes, cases)),
     ]
     if log_records:
-        parts += ["<h2>Training curves</h2>", _img(_training_curves(log_records))]
+        parts += ["<h2>Training curves</h2>", _img(training_curves(log_records))]
     if overlays:
         parts.append("<h2>Examples</h2>")
         for case in overlays:
@@ -170,29 +165,6 @@ def write_report(
     if config is not None:
         parts += _config_parts(config)
     return _write_document(path, title, parts)
-
-
-def _config_parts(config: dict) -> list[str]:
-    """The "Run configuration" section: a summary table and the full plans.json folded away."""
-    rows = "".join(f"<tr><td>{_esc(what)}</td><td>{_esc(value)}</td></tr>" for what, value in config_rows(config))
-    pretty = json.dumps(config, indent=2, default=str)
-    return [
-        "<h2>Run configuration</h2>",
-        f'<table class="config">{rows}</table>',
-        f"<details><summary>the full plans.json</summary><pre>{_esc(pretty)}</pre></details>",
-    ]
-
-
-def _write_document(path: Path, title: str, parts: Sequence[str]) -> Path:
-    """``parts`` as one self-contained HTML page, written atomically to ``path``."""
-    body = "\n".join(parts)
-    document = (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
-        f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    )
-    atomic_write_text(path, document)
-    logger.info("wrote report %s (%d bytes)", path, len(document))
-    return path
 
 
 def _unit_words(unit: str) -> str:
@@ -254,19 +226,6 @@ def _case_dice(case: dict, classes: list[tuple[str, str]]) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------------ plots
-def _new_figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _img(figure: Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=_DPI)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img src="{_PNG_PREFIX}{encoded}" alt="plot">'
-
-
 def _dice_boxplot(classes: list[tuple[str, str]], cases: list[dict]) -> Figure:
     """Box plot of per-case Dice per class with deterministic jittered points (NaN left out)."""
     figure = _new_figure(max(8.0, 1.4 * len(classes) + 2.0), 4.0)
@@ -310,7 +269,8 @@ def _series(records: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return array[:, 0], array[:, 1]
 
 
-def _training_curves(records: Sequence[dict]) -> Figure:
+def training_curves(records: Sequence[dict]) -> Figure:
+    """Loss (train, validation, consistency) and validation Dice over epochs of ``records`` (log.jsonl lines)."""
     figure = _new_figure(12.0, 4.0)
     loss_axes, dice_axes = figure.subplots(1, 2)
     for axes in (loss_axes, dice_axes):
@@ -423,35 +383,3 @@ def _normalise(image: np.ndarray, window: tuple[float, float] | None = None) -> 
         return np.zeros(image.shape)
     scaled = (np.where(np.isfinite(image), image, low) - low) / (high - low)
     return np.clip(scaled, 0.0, 1.0)
-
-
-# ---------------------------------------------------------------------------------------- helpers
-def _num(value: Any) -> float:
-    """``value`` as float; NaN for ``None`` or anything not numeric."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _finite(value: Any) -> bool:
-    return math.isfinite(_num(value))
-
-
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
-def _fmt(value: Any, digits: int) -> str:
-    number = _num(value)
-    return f"{number:.{digits}f}" if math.isfinite(number) else _DASH
-
-
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _mpl_text(text: str) -> str:
-    """Escape ``$`` so matplotlib does not read a class name as mathtext."""
-    return text.replace("$", r"\$")

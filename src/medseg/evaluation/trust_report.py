@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from medseg.evaluation.report import _DPI, _blend, _foreground_slice, _img, _new_figure, _normalise
+from medseg.evaluation.html_page import DPI as _DPI
+from medseg.evaluation.html_page import img as _img
+from medseg.evaluation.html_page import new_figure as _new_figure
+from medseg.evaluation.report import _blend, _foreground_slice, _normalise
 from medseg.fileutil import atomic_path
 
 __all__ = [
